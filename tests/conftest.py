@@ -1,0 +1,1 @@
+"""Shared fixtures. Each helper module owns its fixtures; they are imported here so every suite sees them."""
