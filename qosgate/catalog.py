@@ -240,3 +240,24 @@ resources:
 """
 
 DEFAULT_CATALOG = load_catalog_yaml(DEFAULT_CATALOG_YAML, "built-in catalog")
+
+
+class CatalogHolder:
+    """The catalog in force. A rejected update leaves the last valid catalog in place (DESIGN §3)."""
+
+    def __init__(self, catalog: Catalog = DEFAULT_CATALOG, source: str = "built-in catalog"):
+        self.current = catalog
+        self.source = source
+        self.last_error: str | None = None
+
+    def update_from_configmap(self, configmap: Mapping[str, Any]) -> str | None:
+        """Swap in the ConfigMap's catalog; returns the error (and keeps the old catalog) when invalid."""
+        try:
+            catalog = catalog_from_configmap(configmap)
+        except InvalidError as exc:
+            self.last_error = str(exc)
+            return self.last_error
+        # One attribute assignment: readers on other threads see the old or the new catalog, never a mix.
+        self.current = catalog
+        self.last_error = None
+        return None

@@ -27,9 +27,8 @@ def qualified_name_problem(name: object) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
     prefix, slash, local = name.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix):
-            return f"{name!r}: prefix must be a DNS subdomain of at most 253 characters"
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return f"{name!r}: prefix must be a DNS subdomain of at most 253 characters"
     if len(local) > 63 or not _NAME_PART.fullmatch(local):
         return (f"{name!r}: name part must be at most 63 characters of [A-Za-z0-9-_.], "
                 "starting and ending with an alphanumeric")

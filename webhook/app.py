@@ -1,0 +1,94 @@
+"""The admission webhook HTTP shell: read the body, decode, call the pure decision, encode.
+
+Handlers take the raw request and answer with orjson bytes: no pydantic models on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+from qosgate.catalog import CatalogHolder
+from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review, encode_response
+from webhook.mutate import mutate
+
+log = logging.getLogger("qosgate.webhook")
+
+# etcd stores objects up to 1.5 MiB; a review carries object and oldObject plus envelope.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+JSON = "application/json"
+
+Decision = Callable[[AdmissionRequest], AdmissionResponse]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_response(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"message": message}), status_code=status, media_type=JSON)
+
+
+async def admit(request: Request, decide: Decision) -> Response:
+    """Shared shell of /mutate and /validate: every failure is a 4xx or a denial, never a 500."""
+    content_type = request.headers.get("content-type", "")
+    if content_type and not content_type.startswith("application/json"):
+        return error_response(415, f"content type must be application/json, got {content_type!r}")
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return error_response(413, f"AdmissionReview larger than {MAX_BODY_BYTES} bytes")
+    try:
+        review = decode_review(body)
+    except BadReview as exc:
+        return error_response(400, str(exc))
+    try:
+        decision = decide(review)
+    except Exception:  # a bug must not turn into a 500 the apiserver retries blindly; deny and log it
+        log.exception("admission failed", extra={"uid": review.uid, "namespace": review.namespace})
+        decision = AdmissionResponse.deny(f"qosgate internal error handling request {review.uid}; "
+                                          "see the webhook logs", code=500, reason="InternalError")
+    return Response(encode_response(review.uid, decision), media_type=JSON)
+
+
+def create_webhook_app(catalog: CatalogHolder, validate: Decision | None = None,
+                       is_ready: Callable[[], bool] = lambda: True) -> FastAPI:
+    app = FastAPI(title="qosgate webhook", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/mutate")
+    async def mutate_endpoint(request: Request) -> Response:
+        return await admit(request, lambda review: mutate(review, catalog.current))
+
+    if validate is not None:
+        @app.post("/validate")
+        async def validate_endpoint(request: Request) -> Response:
+            return await admit(request, validate)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if is_ready():
+            return Response("ok", media_type="text/plain")
+        return Response("not ready", status_code=503, media_type="text/plain")
+
+    return app
