@@ -141,16 +141,15 @@ def validate_dns_name(name: str) -> str:
 
 def _validate_label(value: str, what: str, pattern: re.Pattern[str]) -> str:
     if len(value) > 63 or not pattern.fullmatch(value):
+        first = "a letter" if pattern is _DNS1035_LABEL else "a letter or digit"
         raise ValueError(
-            f"invalid {what} {value!r}: must be a lower-case DNS label "
-            "(a-z, 0-9 and '-', at most 63 characters, alphanumeric at both ends)"
+            f"invalid {what} {value!r}: must be a lower-case DNS label (a-z, 0-9 and '-', "
+            f"at most 63 characters, starting with {first} and ending with a letter or digit)"
         )
     return value
 
 
-def service_dns_names(
-    service: str, namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
-) -> list[str]:
+def service_dns_names(service: str, namespace: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> list[str]:
     """The names clients dial a Service by; ``<svc>.<ns>.svc`` is the one kube-apiserver uses."""
     _validate_label(service, "service name", _DNS1035_LABEL)
     _validate_label(namespace, "namespace", _DNS1123_LABEL)
@@ -506,9 +505,7 @@ def _valid_until(cert: x509.Certificate, now: dt.datetime, margin: dt.timedelta)
     return cert.not_valid_before_utc <= now + _BACKDATE and cert.not_valid_after_utc > now + margin
 
 
-def _serving_reusable(
-    paths: CertPaths, required: Sequence[SAN], now: dt.datetime, margin: dt.timedelta
-) -> bool:
+def _serving_reusable(paths: CertPaths, required: Sequence[SAN], now: dt.datetime, margin: dt.timedelta) -> bool:
     try:
         ca_cert = _load_cert(paths.ca_cert)
         leaf = _load_cert(paths.tls_cert)
