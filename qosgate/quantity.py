@@ -21,7 +21,8 @@ _DECIMAL = {
 # Exponent first so "1E3" is 1000 while a bare "1E" is one exa.
 _QUANTITY = re.compile(
     r"(?P<sign>[+-]?)(?P<number>\d+\.?\d*|\.\d+)"
-    r"(?:(?P<exp>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE]))?"
+    r"(?:(?P<exp>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE]))?",
+    re.ASCII,  # kube's grammar is ASCII digits only; without this `\d` also takes "١٢٣"
 )
 # Anything bigger cannot be a real byte count and must not make us compute 10**10**9.
 MAX_BYTES = 2**63 - 1
@@ -34,6 +35,11 @@ def parse_quantity(value: object, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidError.single(path, f"must be a quantity string, got {type(value).__name__}")
     if isinstance(value, int):
+        # Decide on the sign and size before any repr: an int beyond 4300 digits cannot be printed at all.
+        if value < 0:
+            raise InvalidError.single(path, "must not be negative")
+        if value > MAX_BYTES:
+            raise InvalidError.single(path, "is too large")
         amount = Fraction(value)
     else:
         text = repr(value) if isinstance(value, float) else value
