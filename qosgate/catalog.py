@@ -134,6 +134,8 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
     for i, backend in enumerate(backends):
         if backend not in BACKENDS:
             errors.append(FieldError(f"backends[{i}]", f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"))
+    # Only known names go on: an unknown entry may be a mapping, which set() below cannot hash.
+    backends = [b for b in backends if b in BACKENDS]
     if len(set(backends)) != len(backends):
         errors.append(FieldError("backends", "lists a backend more than once"))
     if "kubelet" in backends and len(backends) > 1:
