@@ -6,12 +6,15 @@ Handlers take the raw request and answer with orjson bytes: no pydantic models o
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qosgate.catalog import CatalogHolder
+from qosgate.metrics import ADMISSION_LATENCY, ADMISSIONS
 from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review, encode_response
 from webhook.mutate import mutate
 
@@ -46,8 +49,9 @@ def error_response(status: int, message: str) -> Response:
     return Response(orjson.dumps({"message": message}), status_code=status, media_type=JSON)
 
 
-async def admit(request: Request, decide: Decision) -> Response:
+async def admit(request: Request, decide: Decision, webhook: str) -> Response:
     """Shared shell of /mutate and /validate: every failure is a 4xx or a denial, never a 500."""
+    started = time.perf_counter()
     content_type = request.headers.get("content-type", "")
     if content_type and not content_type.startswith("application/json"):
         return error_response(415, f"content type must be application/json, got {content_type!r}")
@@ -58,6 +62,7 @@ async def admit(request: Request, decide: Decision) -> Response:
     try:
         review = decode_review(body)
     except BadReview as exc:
+        ADMISSIONS.labels(webhook, "", "malformed", "BadRequest").inc()
         return error_response(400, str(exc))
     try:
         decision = decide(review)
@@ -65,7 +70,18 @@ async def admit(request: Request, decide: Decision) -> Response:
         log.exception("admission failed", extra={"uid": review.uid, "namespace": review.namespace})
         decision = AdmissionResponse.deny(f"qosgate internal error handling request {review.uid}; "
                                           "see the webhook logs", code=500, reason="InternalError")
-    return Response(encode_response(review.uid, decision), media_type=JSON)
+    body = encode_response(review.uid, decision)
+    outcome = "allowed" if decision.allowed else "denied"
+    ADMISSIONS.labels(webhook, review.operation, outcome, decision.reason).inc()
+    ADMISSION_LATENCY.labels(webhook).observe(time.perf_counter() - started)
+    if not decision.allowed or decision.patch or decision.warnings:
+        log.info("admission %s", outcome, extra={
+            "webhook": webhook, "uid": review.uid, "operation": review.operation, "namespace": review.namespace,
+            "pod": review.name or (review.object or {}).get("metadata", {}).get("generateName", ""),
+            "kind": review.kind_name, "user": review.username, "decision": outcome,
+            "detail": decision.message, "patchOps": len(decision.patch), "dryRun": review.dry_run,
+        })
+    return Response(body, media_type=JSON)
 
 
 def create_webhook_app(catalog: CatalogHolder, validate: Decision | None = None,
@@ -74,16 +90,20 @@ def create_webhook_app(catalog: CatalogHolder, validate: Decision | None = None,
 
     @app.post("/mutate")
     async def mutate_endpoint(request: Request) -> Response:
-        return await admit(request, lambda review: mutate(review, catalog.current))
+        return await admit(request, lambda review: mutate(review, catalog.current), "mutate")
 
     if validate is not None:
         @app.post("/validate")
         async def validate_endpoint(request: Request) -> Response:
-            return await admit(request, validate)
+            return await admit(request, validate, "validate")
 
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response("ok", media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
     async def readyz() -> Response:
