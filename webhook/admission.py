@@ -16,7 +16,8 @@ import orjson
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Go unicode.IsControl: C0, DEL and C1. The apiserver drops a warning containing any of them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 WARNING_LIMIT = 120
 WARNINGS_TOTAL_LIMIT = 4096
 
@@ -106,12 +107,21 @@ def decode_review(body: bytes) -> AdmissionRequest:
         raise BadReview("request.oldObject must be an object or null")
     if operation in ("CREATE", "UPDATE") and obj is None:
         raise BadReview(f"request.object is required for {operation}")
-    user_info = request.get("userInfo") or {}
+    user_info = request.get("userInfo")
+    if user_info is None:
+        user_info = {}
     if not isinstance(user_info, dict):
         raise BadReview("request.userInfo must be an object")
+    if user_info.get("username") is not None and not isinstance(user_info["username"], str):
+        raise BadReview("request.userInfo.username must be a string")
+    groups = user_info.get("groups")
+    if groups is not None and (not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)):
+        raise BadReview("request.userInfo.groups must be a list of strings")
     for text_field in ("namespace", "name", "subResource"):
-        if not isinstance(request.get(text_field) or "", str):
+        if request.get(text_field) is not None and not isinstance(request.get(text_field), str):
             raise BadReview(f"request.{text_field} must be a string")
+    if request.get("dryRun") is not None and not isinstance(request.get("dryRun"), bool):
+        raise BadReview("request.dryRun must be a boolean")
     return AdmissionRequest(
         uid=uid, operation=operation, kind=_gvk(request.get("kind"), "kind"),
         resource=_gvk(request.get("resource"), "resource"), sub_resource=request.get("subResource") or "",
