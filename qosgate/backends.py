@@ -45,10 +45,14 @@ def render_koordinator(plans: Sequence[ContainerPlan], catalog: Catalog) -> tupl
     classes = {p.memory_class for p in plans if p.memory_class is not None}
     if not classes or catalog.memory_resource is None:
         return {}, {}
-    if len(classes) > 1:
+    # The policy is pod-wide, so a container without a class would silently get the others' protection too
+    # (memory.min the pod's qosgate.io/memory-min never counted): that is a mix as well.
+    unclassed = [p.name for p in plans if p.memory_class is None]
+    if len(classes) > 1 or unclassed:
+        resolved = sorted(classes) + ([f"no class ({', '.join(unclassed)})"] if unclassed else [])
         raise InvalidError.single(
             "qosResources", f"the koordinator backend applies one memory class per pod, but containers resolve "
-                            f"to {', '.join(sorted(classes))}; use one {catalog.memory_resource} class for the pod")
+                            f"to {', '.join(resolved)}; use one {catalog.memory_resource} class for the pod")
     qos_class = catalog.resources[catalog.memory_resource].classes[classes.pop()]
     policy = {"policy": "auto", "minLimitPercent": qos_class.memory_min_percent,
               "throttlingPercent": qos_class.throttle_percent}
