@@ -109,7 +109,8 @@ def compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
         if plan:
             plans.append(plan)
     if errors:
-        raise InvalidError(errors)
+        # A bad pod-level class is met once per container: report it once.
+        raise InvalidError(dict.fromkeys(errors))
 
     memory_min = pod_total(
         (p.memory_min for p in plans if p.kind == "container"),
