@@ -1,1 +1,2 @@
 """Shared fixtures. Each helper module owns its fixtures; they are imported here so every suite sees them."""
+from tests.support.tls import cert_dir, fresh_cert_dir  # noqa: F401  (TLS fixtures for every suite)
