@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,12 +180,14 @@ def _check_names(args: argparse.Namespace) -> None:
 
 
 def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise _UsageError("--out", f"{str(out)!r} exists and is not a directory")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise _UsageError("--out", f"cannot create directory {str(out)!r}: {exc.strerror or exc}") from None
-    if not out.is_dir():
-        raise _UsageError("--out", f"{str(out)!r} is not a directory")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise _UsageError("--out", f"directory {str(out)!r} is not writable")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,145 @@
+"""``qosgate certs``: stdout is exactly the caBundle; bad arguments give a named error, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from certs.cli import add_certs_parser, main, run_certs
+from certs.generate import certificate_not_after, certificate_sans
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = ["certs", "generate", "--service", "qosgate-webhook", "--namespace", "qosgate-system"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_prints_a_decodable_ca_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *BASE, "--out", str(tmp_path / "c"))
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 1  # only the bundle on stdout, so CA=$(qosgate certs generate …) works
+    assert base64.b64decode(lines[0], validate=True) == (tmp_path / "c" / "ca.crt").read_bytes()
+    assert "created" in err
+
+
+def test_extra_sans_days_and_secret_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir, manifest_file = tmp_path / "c", tmp_path / "secret.yaml"
+    argv = [*BASE, "--out", str(out_dir), "--dns", "Webhook.Example.com", "--ip", "10.0.0.9", "--ip", "::1"]
+    code, _, _ = run(capsys, *argv, "--days", "30", "--secret-manifest", str(manifest_file))
+    assert code == 0
+    dns, ips = certificate_sans(out_dir / "tls.crt")
+    assert "webhook.example.com" in dns and "qosgate-webhook.qosgate-system.svc" in dns
+    assert {ipaddress.ip_address("10.0.0.9"), ipaddress.ip_address("::1")} <= set(ips)
+    lifetime = certificate_not_after(out_dir / "tls.crt") - certificate_not_after(out_dir / "ca.crt")
+    assert lifetime.days < -3000  # 30-day leaf under a 10-year CA
+
+    manifest = yaml.safe_load(manifest_file.read_text())
+    assert manifest["type"] == "kubernetes.io/tls"
+    assert manifest["metadata"] == {"name": "qosgate-webhook-tls", "namespace": "qosgate-system"}
+    assert base64.b64decode(manifest["data"]["tls.key"]) == (out_dir / "tls.key").read_bytes()
+    assert set(manifest["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    assert stat.S_IMODE(manifest_file.stat().st_mode) == 0o600  # it embeds the private key
+
+
+def test_ensure_reuses_and_prints_the_same_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["certs", "ensure", "--service", "qosgate-webhook", "--namespace", "qosgate-system"]
+    argv += ["--out", str(tmp_path / "c")]
+    code1, out1, err1 = run(capsys, *argv)
+    code2, out2, err2 = run(capsys, *argv)
+    assert (code1, code2) == (0, 0)
+    assert out1 == out2
+    assert "created" in err1 and "reused" in err2
+    code3, out3, err3 = run(capsys, *argv, "--renew-before", "400")  # 1-year leaf counts as expiring
+    assert code3 == 0 and "renewed" in err3 and out3 == out1
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        (["--ip", "1.2.3"], "--ip"),
+        (["--ip", "example.com"], "--ip"),
+        (["--dns", "10.0.0.1"], "--dns"),  # an IP belongs in --ip (it would never match a DNS SAN)
+        (["--dns", "bad name"], "--dns"),
+        (["--days", "0"], "--days"),
+        (["--days", "soon"], "--days"),
+    ],
+)
+def test_bad_arguments_name_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], option: str
+) -> None:
+    code, out, err = run(capsys, *BASE, "--out", str(tmp_path / "c"), *extra)
+    assert code == 2
+    assert out == ""
+    assert f"argument {option}" in err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--service", "Bad_Name"), ("--namespace", "-ns")])
+def test_bad_names_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str) -> None:
+    argv = ["certs", "generate", "--service", "qosgate-webhook", "--namespace", "qosgate-system"]
+    argv[argv.index(option) + 1] = value
+    code, out, err = run(capsys, *argv, f"--out={tmp_path / 'c'}")
+    assert code == 2 and out == ""
+    assert f"argument {option}" in err
+
+
+def test_unwritable_out_dir_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, out, err = run(capsys, *BASE, "--out", str(blocker / "certs"))
+    assert code == 2 and out == ""
+    assert "argument --out" in err and str(blocker / "certs") in err
+    code, out, err = run(capsys, *BASE, "--out", str(blocker))
+    assert code == 2 and "argument --out" in err and "not a directory" in err
+
+
+def test_unwritable_secret_manifest_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *BASE, "--out", str(tmp_path / "c"), "--secret-manifest", str(tmp_path / "no/x.yaml"))
+    assert code == 2 and out == ""
+    assert "argument --secret-manifest" in err
+
+
+def test_errors_never_print_a_traceback_from_a_real_process(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for extra in (["--out", str(blocker / "sub")], ["--out", str(tmp_path / "ok"), "--ip", "300.1.1.1"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "certs.cli", *BASE, *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "error: argument" in proc.stderr
+        assert proc.stdout == ""
+
+
+def test_plugs_into_an_existing_parser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # How qosgate/cli.py wires it: its own parser and sub-commands, ours added alongside.
+    parser = argparse.ArgumentParser(prog="qosgate")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers.add_parser("render")
+    add_certs_parser(subparsers)
+    args = parser.parse_args([*BASE, "--out", str(tmp_path / "c")])
+    assert args.command == "certs" and args.func is run_certs
+    assert run_certs(args) == 0
+    assert base64.b64decode(capsys.readouterr().out.strip())
+    assert parser.parse_args(["render"]).command == "render"
