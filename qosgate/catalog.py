@@ -74,7 +74,8 @@ def _int_field(raw: Mapping[str, Any], key: str, path: str, low: int, high: int,
         return default
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors.append(FieldError(f"{path}.{key}", f"must be an integer from {low} to {high}, got {value!r}"))
+        errors.append(FieldError(f"{path}.{key}" if path else key,
+                                 f"must be an integer from {low} to {high}, got {value!r}"))
         return default
     return value
 
