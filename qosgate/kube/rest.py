@@ -1,0 +1,132 @@
+"""Raw JSON requests through the official client's transport (auth, TLS, proxies, token refresh included).
+
+The generated API classes deserialise every response into model objects; for 150,000 pods that costs more
+than everything else together, and models drop fields they do not know. We borrow only the transport
+(`param_serialize` + `call_api`, which return the undecoded urllib3 response) and decode with orjson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import urllib3
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+# (connect, read) seconds for ordinary requests; watches pass their own.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+_JSON = "application/json"
+
+
+class KubeError(Exception):
+    """Anything that went wrong talking to the API server."""
+
+
+class TransportError(KubeError):
+    """The request did not produce an HTTP answer (refused, reset, timed out, TLS failure)."""
+
+
+class ApiError(KubeError):
+    """The API server answered with a non-2xx status; `status` is the HTTP code, `reason` the Status reason."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body
+        super().__init__(f"HTTP {status} {reason}: {message}" if message else f"HTTP {status} {reason}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: a stale resourceVersion on update, or AlreadyExists on create."""
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        """410: the resourceVersion (or continue token) is older than the server still remembers."""
+        return self.status == 410
+
+
+def status_error(status: int, data: bytes, fallback_reason: str = "") -> ApiError:
+    """Build an ApiError from a response body, using the Status object when the server sent one."""
+    body: Any = None
+    try:
+        body = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        code = body.get("code") if isinstance(body.get("code"), int) else status
+        return ApiError(code, str(body.get("reason") or fallback_reason), str(body.get("message") or ""), body)
+    text = data[:500].decode("utf-8", "replace").strip() if data else ""
+    return ApiError(status, fallback_reason, text, body if isinstance(body, dict) else None)
+
+
+def open_request(
+    api_client: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    body: Mapping[str, Any] | None = None,
+    timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+    accept: str = _JSON,
+) -> urllib3.BaseHTTPResponse:
+    """Send a request and return the *unread* response after checking its status.
+
+    The caller owns the response (read it, then `release_conn()`), which is what a watch needs to read
+    line by line. Non-2xx statuses are read, released and raised as ApiError.
+    """
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = _JSON
+    try:
+        serialized = api_client.param_serialize(
+            method=method, resource_path=path, query_params=list(query) or None, header_params=headers,
+            body=dict(body) if body is not None else None, auth_settings=["BearerToken"],
+        )
+        response = api_client.call_api(*serialized, _request_timeout=timeout).response
+    except ApiException as exc:  # the REST layer turns TLS failures into status-0 ApiExceptions
+        raise TransportError(f"{method} {path}: {exc.reason or exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransportError(f"{method} {path}: {exc}") from exc
+    if not 200 <= response.status < 300:
+        try:
+            data = response.data
+        except (urllib3.exceptions.HTTPError, OSError):
+            data = b""
+        finally:
+            response.release_conn()
+        raise status_error(response.status, data, response.reason or "")
+    return response
+
+
+def request_json(
+    api_client: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    body: Mapping[str, Any] | None = None,
+    timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """One request, whole JSON answer decoded with orjson. Raises ApiError / TransportError."""
+    response = open_request(api_client, method, path, query=query, body=body, timeout=timeout)
+    try:
+        data = response.data
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransportError(f"{method} {path}: reading the answer failed: {exc}") from exc
+    finally:
+        response.release_conn()
+    try:
+        decoded = orjson.loads(data) if data else {}
+    except orjson.JSONDecodeError as exc:
+        raise TransportError(f"{method} {path}: the answer is not JSON: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise TransportError(f"{method} {path}: expected a JSON object, got {type(decoded).__name__}")
+    return decoded

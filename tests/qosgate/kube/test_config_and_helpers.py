@@ -1,0 +1,130 @@
+"""Pieces of the kube layer that need no API server: client configuration, MicroTime, backoff, errors."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from qosgate.kube import config as kube_config
+from qosgate.kube.config import KubeConfigError, load_api_client
+from qosgate.kube.informer import Backoff
+from qosgate.kube.leader import LeaderElector, format_microtime, parse_microtime
+from qosgate.kube.rest import status_error
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: c1
+  cluster: {server: "http://127.0.0.1:1"}
+- name: c2
+  cluster: {server: "http://127.0.0.1:2"}
+users:
+- name: u
+  user: {token: secret-token}
+contexts:
+- name: one
+  context: {cluster: c1, user: u}
+- name: two
+  context: {cluster: c2, user: u}
+current-context: one
+"""
+
+
+@pytest.fixture
+def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_explicit_kubeconfig_and_context(no_ambient_config: Path) -> None:
+    path = no_ambient_config / "kc.yaml"
+    path.write_text(KUBECONFIG)
+    client = load_api_client(str(path))
+    assert client.configuration.host == "http://127.0.0.1:1"
+    assert client.configuration.api_key["BearerToken"].endswith("secret-token")
+    assert client.configuration.connection_pool_maxsize >= kube_config.POOL_SIZE
+    assert load_api_client(str(path), context="two").configuration.host == "http://127.0.0.1:2"
+
+
+def test_missing_explicit_kubeconfig_is_an_error_not_a_fallback(no_ambient_config: Path) -> None:
+    (no_ambient_config / ".kube").mkdir()
+    (no_ambient_config / ".kube" / "config").write_text(KUBECONFIG)
+    with pytest.raises(KubeConfigError, match="does not exist"):
+        load_api_client(str(no_ambient_config / "typo.yaml"))
+
+
+def test_unknown_context_and_garbage_files(no_ambient_config: Path) -> None:
+    path = no_ambient_config / "kc.yaml"
+    path.write_text(KUBECONFIG)
+    with pytest.raises(KubeConfigError, match="three"):
+        load_api_client(str(path), context="three")
+    path.write_text("{{{ not yaml")
+    with pytest.raises(KubeConfigError, match=str(path)):
+        load_api_client(str(path))
+
+
+def test_home_and_env_kubeconfig(no_ambient_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(KubeConfigError, match="no Kubernetes API configuration found"):
+        load_api_client()
+    (no_ambient_config / ".kube").mkdir()
+    (no_ambient_config / ".kube" / "config").write_text(KUBECONFIG)
+    assert load_api_client().configuration.host == "http://127.0.0.1:1"
+    other = no_ambient_config / "other.yaml"
+    other.write_text(KUBECONFIG.replace("current-context: one", "current-context: two"))
+    monkeypatch.setenv("KUBECONFIG", str(other))
+    assert load_api_client().configuration.host == "http://127.0.0.1:2"
+
+
+def test_in_cluster(no_ambient_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sa = no_ambient_config / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("pod-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")  # only read at connection time
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_TOKEN", sa / "token")
+    monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME", str(sa / "token"))
+    monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
+    client = load_api_client()
+    assert client.configuration.host == "https://10.0.0.1:443"
+    assert "pod-token" in client.configuration.api_key["BearerToken"]
+
+
+def test_microtime_round_trip() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    text = format_microtime(moment)
+    assert text == "2026-01-02T03:04:05.678901Z"
+    assert parse_microtime(text) == moment
+    assert parse_microtime("2026-01-02T03:04:05Z") == moment.replace(microsecond=0)
+    assert parse_microtime("garbage") is None and parse_microtime(None) is None
+
+
+def test_elector_rejects_unsafe_timings() -> None:
+    with pytest.raises(ValueError, match="renew_deadline"):
+        LeaderElector(None, "ns", "lease", "me", lease_duration=1.0, renew_deadline=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="identity"):
+        LeaderElector(None, "ns", "lease", "")  # type: ignore[arg-type]
+
+
+def test_backoff_grows_is_capped_jittered_and_resets() -> None:
+    backoff = Backoff(0.1, 1.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(0.5 <= d <= 1.0 for d in delays[5:])
+    assert len(set(delays)) == len(delays)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+
+
+def test_status_errors() -> None:
+    err = status_error(409, b'{"kind":"Status","code":409,"reason":"Conflict","message":"stale"}')
+    assert err.conflict and err.reason == "Conflict" and "stale" in str(err)
+    gone = status_error(410, b"<html>expired</html>", "Gone")
+    assert gone.gone and "expired" in str(gone)
+    assert status_error(404, b"").not_found
