@@ -359,6 +359,7 @@ class TLSServer:
         log_level: str | None = "info",
         access_log: bool = True,
         backlog: int = 2048,
+        loop: str = "auto",
     ) -> None:
         if not apps:
             raise ValueError("TLSServer needs at least one (app, port)")
@@ -383,6 +384,7 @@ class TLSServer:
                 log_config=copy.deepcopy(uvicorn.config.LOGGING_CONFIG) if configure_logging and index == 0 else None,
                 log_level=log_level if configure_logging else None,
                 access_log=access_log,
+                loop=loop,  # "auto": uvloop when installed, like the uvicorn command
                 server_header=False,  # don't advertise the implementation to clients
                 proxy_headers=False,  # nothing sits in front of us; never trust X-Forwarded-*
             )
@@ -486,9 +488,14 @@ class TLSServer:
             if isinstance(result, BaseException):
                 raise result
 
+    def run_until_stopped(self, *, install_signal_handlers: bool = True) -> None:
+        """Blocking: run :meth:`serve` in a new event loop of the configured ``loop`` kind."""
+        with asyncio.Runner(loop_factory=self._servers[0].config.get_loop_factory()) as runner:
+            runner.run(self.serve(install_signal_handlers=install_signal_handlers))
+
     def run(self) -> None:
         """Blocking entry point for the process: serve until SIGTERM/SIGINT."""
-        asyncio.run(self.serve())
+        self.run_until_stopped()
 
 
 def serve(
@@ -502,7 +509,7 @@ def serve(
     """Serve ``[(app, port), …]`` over HTTPS with certificate hot reload until SIGTERM/SIGINT.
 
     ``kwargs`` go to :class:`TLSServer` (``cert_file``, ``key_file``, ``configure_logging``,
-    ``log_level``, ``access_log``, ``backlog``). Raises :class:`CertificateLoadError` at once if
+    ``log_level``, ``access_log``, ``backlog``, ``loop``). Raises :class:`CertificateLoadError` at once if
     the initial pair is unusable and ``OSError`` if a port cannot be bound.
     """
     TLSServer(
@@ -546,7 +553,7 @@ def running_server(
 
     def target() -> None:
         try:
-            asyncio.run(server.serve(install_signal_handlers=False))
+            server.run_until_stopped(install_signal_handlers=False)
         except BaseException as exc:  # reported to the caller's thread below
             failure.append(exc)
 
