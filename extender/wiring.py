@@ -1,0 +1,95 @@
+"""Assemble the extender for `qosgate serve extender`: caches, state, binder, leader election, readiness.
+
+Settings come from the class catalog (protectablePercent, and the accounting its backends imply, DESIGN §8)
+and from the serve flags (strategy, reservation TTL, leader election). The catalog is read once at start:
+changing protectablePercent takes a restart, so all decisions of one process use one rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+
+from extender.app import create_extender_app
+from extender.binder import KubeBinder
+from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
+from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
+from qosgate.kube.store import NodeStore, PodStore
+from qosgate.metrics import STATE, Sample
+from qosgate.nodefit import protectable
+
+
+class NoAPIBinder:
+    """--local has no API server to bind through: every bind is refused, clearly."""
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
+        return BindResult(BindOutcome.REJECTED, "qosgate runs with --local: there is no API server to bind "
+                                                f"{namespace}/{name} through")
+
+
+def settings_from(catalog: Catalog, strategy: str = "spread", reservation_ttl: float = 30.0) -> ExtenderSettings:
+    return ExtenderSettings(protectable_percent=catalog.protectable_percent,
+                            accounting=catalog.accounting,  # type: ignore[arg-type]
+                            strategy=strategy,  # type: ignore[arg-type]
+                            reservation_ttl=reservation_ttl)
+
+
+def state_samples(state: ExtenderState, nodes: NodeStore, pods: PodStore) -> Callable[[], Iterable[Sample]]:
+    """Per-node protected/protectable bytes and reservations, computed when Prometheus scrapes."""
+
+    def provider() -> Iterable[Sample]:
+        percent = state.settings.protectable_percent
+        for name in nodes.names():
+            node = nodes.get(name)
+            if node is None:
+                continue
+            labels = {"node": name}
+            yield ("qosgate_node_protectable_bytes", "memory.min the node can protect.", labels,
+                   float(protectable(node, percent)))
+            yield ("qosgate_node_protected_bytes", "Summed memory.min of active pods bound to the node.", labels,
+                   float(pods.node_memory_min(name)))
+        yield ("qosgate_extender_reservations", "Binds reserved and not yet visible on the watch.", {},
+               float(len(state.reservations())))
+
+    return provider
+
+
+def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
+    """The extender app; starts what it needs and registers stoppers and readiness checks on `runtime`.
+
+    `runtime` is qosgate.serve.Runtime (readiness: Readiness with `.checks`, stoppers: list of callables);
+    `api` is a kubernetes ApiClient, or None with --local.
+    """
+    catalog = load_catalog_file(args.catalog) if getattr(args, "catalog", None) else DEFAULT_CATALOG
+    settings = settings_from(catalog, getattr(args, "strategy", "spread"), getattr(args, "reservation_ttl", 30.0))
+    if api is None:
+        # No cluster: empty caches, judged as synced; nodes arrive in full with the `Nodes` form of calls.
+        pods, nodes = PodStore(settings.accounting), NodeStore()
+        pods.replace([], "")
+        nodes.replace([], "")
+        state = ExtenderState(pods, nodes, settings)
+        return create_extender_app(state, NoAPIBinder(), runtime.readiness)
+
+    from qosgate.kube.informer import ClusterCache
+    from qosgate.kube.leader import LeaderElector
+
+    cache = ClusterCache(api, settings.accounting)
+    state = ExtenderState(cache.pods, cache.nodes, settings)
+    cache.start()
+    runtime.stoppers.append(cache.stop)
+    runtime.readiness.checks["extender caches synced"] = lambda: cache.ready
+    STATE.register("extender", state_samples(state, cache.nodes, cache.pods))
+    if getattr(args, "leader_elect", False):
+        identity = os.environ.get("POD_NAME") or socket.gethostname()
+        # Reservations are not cleared on leadership changes: a stale one is conservative and confirms or
+        # expires on its own, while clearing could forget a bind of ours that is still landing.
+        elector = LeaderElector(api, args.lease_namespace, args.lease_name, identity)
+        elector.start()
+        runtime.stoppers.append(elector.stop)
+        runtime.readiness.checks["extender lease held"] = lambda: elector.is_leader
+    return create_extender_app(state, KubeBinder(api), runtime.readiness)
