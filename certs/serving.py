@@ -95,33 +95,42 @@ def _new_server_context(minimum_version: ssl.TLSVersion) -> ssl.SSLContext:
     return ctx
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 @contextlib.contextmanager
 def _pem_paths(cert_pem: bytes, key_pem: bytes) -> Iterator[tuple[str, str]]:
     """Expose in-memory PEM bytes as paths, because ``load_cert_chain`` only accepts paths.
 
     Loading from the real files after validating them would race with the next rotation, so the
     exact validated bytes are loaded. On Linux they live in anonymous memory files (the key never
-    touches a disk, and webhooks commonly run with a read-only root file system); elsewhere in a
-    private temporary directory.
+    touches a disk, and webhooks commonly run with a read-only root file system); where memfds are
+    unavailable (other OSes, a seccomp profile denying memfd_create) in a private temp directory.
     """
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        fds: list[int] = []
-        try:
-            for name, data in (("tls.crt", cert_pem), ("tls.key", key_pem)):
-                fd = os.memfd_create(f"qosgate-{name}", os.MFD_CLOEXEC)
-                fds.append(fd)
-                os.write(fd, data)
+    fds: list[int] = []
+    try:
+        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                for name, data in (("tls.crt", cert_pem), ("tls.key", key_pem)):
+                    fds.append(os.memfd_create(f"qosgate-{name}", os.MFD_CLOEXEC))
+                    _write_all(fds[-1], data)
+        if len(fds) == 2:
             yield f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}"
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return
+            return
+    finally:
+        for fd in fds:
+            os.close(fd)
     with tempfile.TemporaryDirectory(prefix="qosgate-tls-") as tmp:
         cert_path, key_path = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
         for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
         yield cert_path, key_path
 
 

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from certs import serving
 from certs.generate import atomic_write, generate_certificates, renew_serving_certificate
 from certs.serving import CertificateLoadError, CertReloader
 from tests.support.tls import WEBHOOK_NAMESPACE, WEBHOOK_SERVICE, make_cert_dir
@@ -156,3 +157,19 @@ def test_kubernetes_secret_volume_symlink_swap(tmp_path: Path) -> None:
 def test_interval_must_be_positive(fresh_cert_dir: Path) -> None:
     with pytest.raises(ValueError, match="interval"):
         CertReloader(fresh_cert_dir / "tls.crt", fresh_cert_dir / "tls.key", interval=0)
+
+
+def test_loads_without_memfd(fresh_cert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some seccomp profiles deny memfd_create; the validated bytes then go through a private temp dir.
+    def denied(*_args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(serving.os, "memfd_create", denied, raising=False)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(serving.tempfile, "tempdir", str(scratch))
+    reloader = reloader_for(fresh_cert_dir)
+    renew_serving_certificate(fresh_cert_dir, WEBHOOK_SERVICE, WEBHOOK_NAMESPACE)
+    assert reloader.check() is True
+    assert reloader.fingerprint == leaf_fingerprint(fresh_cert_dir)
+    assert list(scratch.iterdir()) == []  # nothing left behind
