@@ -456,12 +456,13 @@ class TLSServer:
         self._sockets.clear()
 
     async def _serve_one(self, server: _UvicornServer, sock: socket.socket) -> None:
+        port = sock.getsockname()[1]
         try:
             await server.serve(sockets=[sock])
         except SystemExit as exc:
             # uvicorn exits the process when an app's lifespan startup fails; turn that into an
             # error of this server so the others get shut down cleanly first.
-            raise RuntimeError(f"server on port {sock.getsockname()[1]} failed to start (exit {exc.code})") from None
+            raise RuntimeError(f"server on port {port} failed to start (exit {exc.code})") from None
 
     async def serve(self, *, install_signal_handlers: bool = True) -> None:
         """Serve until a signal or :meth:`request_shutdown`; if one app stops, all stop."""
@@ -492,7 +493,7 @@ class TLSServer:
                 await reload_task
             for sig in handled:
                 loop.remove_signal_handler(sig)
-            self._sockets.clear()  # uvicorn closed them in its shutdown
+            self._close_sockets()  # uvicorn closes them in its shutdown, but not after a failed startup
         for result in results:
             if isinstance(result, BaseException):
                 raise result
