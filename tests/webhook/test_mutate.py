@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import jsonpatch
+import orjson
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from qosgate.annotations import (
+    CARRIER_CONTAINER_PREFIX,
+    CARRIER_POD,
+    KOORD_MEMORY_QOS,
+    KOORD_QOS_CLASS_LABEL,
+    MEMORY_MIN,
+    NRI_CLASS_PREFIX,
+    NRI_MEMORY_HIGH_PREFIX,
+    NRI_MEMORY_MIN_PREFIX,
+    RESOLVED,
+    is_owned_annotation,
+)
+from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_yaml
+from qosgate.compile import compile_pod
+from webhook.admission import API_VERSION, KIND, AdmissionResponse, decode_review, encode_response
+from webhook.mutate import mutate, mutate_pod
+
+GI = 2**30
+KOORDINATOR = load_catalog_yaml("""\
+backends: [nri-memory-qos, koordinator]
+resources:
+- name: memory-qos
+  classes:
+  - {name: gold, memoryMinPercent: 100, koordinatorQoSClass: LSR}
+  - {name: silver, memoryMinPercent: 50, throttlePercent: 90}
+  - {name: bronze, nriClass: bronze, koordinatorQoSClass: BE}
+""")
+KUBELET = load_catalog_yaml("""\
+backends: [kubelet]
+resources:
+- name: memory-qos
+  classes: [{name: gold, memoryMinPercent: 100}, {name: silver, memoryMinPercent: 50}, {name: bronze}]
+""")
+
+
+def ctr(name: str = "app", request: str | None = "1Gi", limit: str | None = "2Gi", **extra: Any) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if request is not None:
+        resources["requests"] = {"memory": request}
+    if limit is not None:
+        resources["limits"] = {"memory": limit}
+    return {"name": name, "image": "nginx", "resources": resources, **extra}
+
+
+def pod(annotations: dict[str, str] | None = None, containers: list[dict[str, Any]] | None = None,
+        labels: dict[str, str] | None = None, name: str = "web-1") -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": "team-a"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if labels is not None:
+        metadata["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"containers": containers or [ctr()]}}
+
+
+def mutated(pod_object: dict[str, Any], catalog: Catalog = DEFAULT_CATALOG) -> tuple[dict[str, Any], AdmissionResponse]:
+    """Mutate, then apply the returned patch with a real JSON-patch library, as kube-apiserver does."""
+    response = mutate_pod(pod_object, catalog)
+    assert response.allowed, response.message
+    result = jsonpatch.JsonPatch(list(response.patch)).apply(copy.deepcopy(pod_object))
+    return result, response
+
+
+def annotations_of(pod_object: dict[str, Any]) -> dict[str, str]:
+    return pod_object["metadata"].get("annotations") or {}
+
+
+def assert_idempotent(pod_object: dict[str, Any], catalog: Catalog) -> None:
+    again = mutate_pod(pod_object, catalog)
+    assert again.allowed
+    assert list(again.patch) == []
+    assert again.warnings == []
+
+
+def review_body(pod_object: dict[str, Any] | None, operation: str = "CREATE", kind: str = "Pod",
+                sub_resource: str | None = None, name: str = "") -> bytes:
+    request: dict[str, Any] = {"uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": kind},
+                               "resource": {"group": "", "version": "v1", "resource": kind.lower() + "s"},
+                               "name": name, "namespace": "team-a", "operation": operation,
+                               "userInfo": {"username": "alice"}, "object": pod_object,
+                               "oldObject": pod_object if operation == "UPDATE" else None}
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "request": request})
+
+
+# --- what gets written ----------------------------------------------------------------------------------
+
+
+def test_gold_pod_gets_canonical_memory_min_and_nri_annotations() -> None:
+    result, response = mutated(pod({CARRIER_POD: "memory-qos=gold", "team": "a"}))
+    assert annotations_of(result) == {
+        CARRIER_POD: "memory-qos=gold",
+        "team": "a",
+        MEMORY_MIN: str(GI),
+        RESOLVED: '{"app":{"memory-qos":"gold"}}',
+        NRI_MEMORY_MIN_PREFIX + "app": str(GI),
+    }
+    assert response.warnings == []
+
+
+def test_silver_pod_gets_memory_high() -> None:
+    result, _ = mutated(pod({CARRIER_POD: "memory-qos=silver"}))
+    assert annotations_of(result)[NRI_MEMORY_HIGH_PREFIX + "app"] == str(498073 * 4096)
+    assert annotations_of(result)[MEMORY_MIN] == str(GI // 2)
+
+
+def test_pod_without_an_annotations_map_gets_one_added_whole() -> None:
+    native = pod(None)
+    native["spec"]["qosResources"] = [{"name": "memory-qos", "class": "gold"}]
+    result, response = mutated(native)
+    assert [op["path"] for op in response.patch] == ["/metadata/annotations"]
+    assert annotations_of(result)[MEMORY_MIN] == str(GI)
+
+
+def test_koordinator_backend_adds_label_and_memory_qos() -> None:
+    result, _ = mutated(pod({CARRIER_POD: "memory-qos=gold"}), KOORDINATOR)
+    assert result["metadata"]["labels"] == {KOORD_QOS_CLASS_LABEL: "LSR"}
+    assert orjson.loads(annotations_of(result)[KOORD_MEMORY_QOS])["minLimitPercent"] == 100
+    assert annotations_of(result)[NRI_MEMORY_MIN_PREFIX + "app"] == str(GI)
+
+
+def test_koordinator_label_is_added_next_to_existing_labels() -> None:
+    result, _ = mutated(pod({CARRIER_POD: "memory-qos=bronze"}, labels={"app": "web"}), KOORDINATOR)
+    assert result["metadata"]["labels"] == {"app": "web", KOORD_QOS_CLASS_LABEL: "BE"}
+
+
+def test_kubelet_backend_writes_only_the_canonical_annotations() -> None:
+    result, _ = mutated(pod({CARRIER_POD: "memory-qos=bronze"}), KUBELET)
+    assert set(annotations_of(result)) == {CARRIER_POD, MEMORY_MIN, RESOLVED}
+    assert annotations_of(result)[MEMORY_MIN] == str(GI)
+
+
+# --- untrusted owned annotations ------------------------------------------------------------------------
+
+
+def test_user_written_owned_annotations_are_overwritten_and_removed_with_a_warning() -> None:
+    tampered = {CARRIER_POD: "memory-qos=gold", MEMORY_MIN: "1", NRI_MEMORY_HIGH_PREFIX + "app": "4096",
+                NRI_CLASS_PREFIX + "app": "bronze", "qosgate.io/anything": "x", "team": "a"}
+    result, response = mutated(pod(tampered))
+    assert annotations_of(result) == {
+        CARRIER_POD: "memory-qos=gold",
+        "team": "a",
+        MEMORY_MIN: str(GI),
+        RESOLVED: '{"app":{"memory-qos":"gold"}}',
+        NRI_MEMORY_MIN_PREFIX + "app": str(GI),
+    }
+    assert len(response.warnings) == 1
+    warning = response.warnings[0]
+    assert warning.startswith("qosgate replaced annotations only it may set: ")
+    for key in (MEMORY_MIN, NRI_MEMORY_HIGH_PREFIX + "app", NRI_CLASS_PREFIX + "app", "qosgate.io/anything"):
+        assert key in warning
+
+
+def test_owned_annotation_already_equal_to_the_computation_is_not_reported() -> None:
+    result, response = mutated(pod({CARRIER_POD: "memory-qos=gold", MEMORY_MIN: str(GI)}))
+    assert response.warnings == []
+    assert annotations_of(result)[MEMORY_MIN] == str(GI)
+
+
+def test_user_set_koordinator_label_is_replaced_for_a_pod_with_a_class() -> None:
+    result, _ = mutated(pod({CARRIER_POD: "memory-qos=bronze"}, labels={KOORD_QOS_CLASS_LABEL: "LSE"}), KOORDINATOR)
+    assert result["metadata"]["labels"] == {KOORD_QOS_CLASS_LABEL: "BE"}
+
+
+def test_koordinator_label_on_a_pod_without_classes_is_left_to_the_user() -> None:
+    # The label is plain koordinator usage; qosgate owns it only for pods that asked for a class.
+    response = mutate_pod(pod(labels={KOORD_QOS_CLASS_LABEL: "LS"}), KOORDINATOR)
+    assert response.allowed
+    assert list(response.patch) == []
+
+
+# --- pods that ask for nothing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("catalog", [DEFAULT_CATALOG, KOORDINATOR, KUBELET])
+def test_pod_without_requests_or_owned_annotations_is_allowed_without_patch(catalog: Catalog) -> None:
+    for plain in (pod(), pod({"team": "a"}), pod({"team": "a"}, labels={"app": "web"})):
+        response = mutate_pod(plain, catalog)
+        assert response.allowed
+        assert list(response.patch) == []
+        assert response.warnings == []
+
+
+def test_pod_without_requests_loses_user_set_backend_annotations() -> None:
+    sneaky = {"team": "a", MEMORY_MIN: "0", NRI_MEMORY_MIN_PREFIX + "app": str(GI), NRI_CLASS_PREFIX + "app": "gold",
+              KOORD_MEMORY_QOS: '{"policy":"auto","minLimitPercent":100}'}
+    result, response = mutated(pod(sneaky), KOORDINATOR)
+    assert annotations_of(result) == {"team": "a"}
+    assert all(op["op"] == "remove" for op in response.patch)
+    assert "qosgate replaced annotations only it may set" in response.warnings[0]
+
+
+# --- idempotency ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("catalog", [DEFAULT_CATALOG, KOORDINATOR, KUBELET])
+@pytest.mark.parametrize("annotations", [
+    {CARRIER_POD: "memory-qos=gold"},
+    {CARRIER_POD: "memory-qos=silver", MEMORY_MIN: "3", "qosgate.io/x": "y"},
+    {CARRIER_POD: "memory-qos=bronze", CARRIER_CONTAINER_PREFIX + "app": "memory-qos=bronze"},
+    {NRI_MEMORY_MIN_PREFIX + "app": "1"},
+])
+def test_mutating_the_patched_pod_yields_no_ops(catalog: Catalog, annotations: dict[str, str]) -> None:
+    result, _ = mutated(pod(annotations), catalog)
+    assert_idempotent(result, catalog)
+
+
+# --- through the AdmissionReview codec ------------------------------------------------------------------
+
+
+def test_create_through_the_codec_returns_a_patch_the_apiserver_can_apply() -> None:
+    gold = pod({CARRIER_POD: "memory-qos=gold"}, name="")
+    gold["metadata"]["generateName"] = "web-"
+    request = decode_review(review_body(gold, name=""))
+    body = orjson.loads(encode_response(request.uid, mutate(request, DEFAULT_CATALOG)))["response"]
+    assert body["uid"] == "uid-1"
+    assert body["allowed"] is True
+    ops = orjson.loads(base64.b64decode(body["patch"]))
+    result = jsonpatch.JsonPatch(ops).apply(copy.deepcopy(gold))
+    assert annotations_of(result)[MEMORY_MIN] == str(GI)
+
+
+def test_update_is_mutated_like_create() -> None:
+    tampered = pod({CARRIER_POD: "memory-qos=silver", MEMORY_MIN: "1"})
+    create = mutate(decode_review(review_body(tampered, "CREATE")), DEFAULT_CATALOG)
+    update = mutate(decode_review(review_body(tampered, "UPDATE", name="web-1")), DEFAULT_CATALOG)
+    assert list(update.patch) == list(create.patch)
+    assert update.warnings == create.warnings
+    assert update.patch
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "ConfigMap", "Pods"])
+def test_non_pod_kinds_are_allowed_untouched(kind: str) -> None:
+    response = mutate(decode_review(review_body(pod({CARRIER_POD: "memory-qos=gold"}), kind=kind)), DEFAULT_CATALOG)
+    assert response.allowed
+    assert list(response.patch) == []
+
+
+@pytest.mark.parametrize("sub_resource", ["status", "ephemeralcontainers", "binding"])
+def test_pod_subresources_are_allowed_untouched(sub_resource: str) -> None:
+    body = review_body(pod({CARRIER_POD: "memory-qos=gold"}), "UPDATE", sub_resource=sub_resource, name="web-1")
+    response = mutate(decode_review(body), DEFAULT_CATALOG)
+    assert response.allowed
+    assert list(response.patch) == []
+
+
+def test_delete_without_an_object_is_allowed_untouched() -> None:
+    response = mutate(decode_review(review_body(None, "DELETE", name="web-1")), DEFAULT_CATALOG)
+    assert response.allowed
+    assert list(response.patch) == []
+
+
+# --- denials name the field -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("the_pod", "fragment"), [
+    (pod({CARRIER_POD: "memory-qos=platinum"}),
+     "unknown class 'platinum' for memory-qos (allowed: gold, silver, bronze)"),
+    (pod({CARRIER_POD: "memory-qos=gold"}, [ctr(request="1Mb")]), "spec.containers[0].resources.requests.memory"),
+    (pod({CARRIER_POD: "memory-qos=bronze"}, [ctr(limit=None)]), "spec.containers[0].resources.limits.memory"),
+    (pod({CARRIER_CONTAINER_PREFIX + "db": "memory-qos=gold"}),
+     f"metadata.annotations[{CARRIER_CONTAINER_PREFIX}db]: names container 'db'"),
+    (pod({CARRIER_POD: "memory-qos"}), f"metadata.annotations[{CARRIER_POD}]: 'memory-qos' is not of the form"),
+])
+def test_denial_message_names_the_field(the_pod: dict[str, Any], fragment: str) -> None:
+    response = mutate_pod(the_pod, DEFAULT_CATALOG)
+    assert not response.allowed
+    assert response.code == 403
+    assert response.message.startswith("qosgate: ")
+    assert fragment in response.message
+    assert list(response.patch) == []
+
+
+def test_pod_without_requests_but_a_bad_memory_quantity_is_denied() -> None:
+    # The quantity is parsed for every pod; the apiserver would reject it anyway.
+    response = mutate_pod(pod(containers=[ctr(request="-1")]), DEFAULT_CATALOG)
+    assert not response.allowed
+    assert "spec.containers[0].resources.requests.memory" in response.message
+
+
+def test_koordinator_mixed_classes_are_denied() -> None:
+    response = mutate_pod(pod({CARRIER_POD: "memory-qos=gold", CARRIER_CONTAINER_PREFIX + "db": "memory-qos=silver"},
+                              [ctr("web"), ctr("db")]), KOORDINATOR)
+    assert not response.allowed
+    assert "one memory class per pod" in response.message
+
+
+def test_metadata_that_is_not_an_object_is_a_bad_request() -> None:
+    broken = pod()
+    broken["metadata"] = "web"
+    response = mutate_pod(broken, DEFAULT_CATALOG)
+    assert (response.allowed, response.code, response.reason) == (False, 400, "BadRequest")
+    assert response.message == "metadata: must be an object"
+
+
+def test_annotations_that_are_not_a_map_are_denied_naming_the_field() -> None:
+    broken = pod()
+    broken["metadata"]["annotations"] = ["memory-qos=gold"]
+    response = mutate_pod(broken, DEFAULT_CATALOG)
+    assert not response.allowed
+    assert "metadata.annotations" in response.message
+
+
+# --- property: mutation is idempotent for any pod -------------------------------------------------------
+
+CONTAINER_NAMES = ["app", "db", "side"]
+QUANTITIES = st.sampled_from([None, "0", "100m", "64Mi", "1Gi", "1.5Gi", "2Gi", "129e6"])
+CLASSES = st.sampled_from(["gold", "silver", "bronze"])
+OWNED_KEYS = st.sampled_from([MEMORY_MIN, RESOLVED, "qosgate.io/other", NRI_CLASS_PREFIX + "app",
+                              NRI_MEMORY_MIN_PREFIX + "db", NRI_MEMORY_HIGH_PREFIX + "side", KOORD_MEMORY_QOS])
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(st.sampled_from(CONTAINER_NAMES), min_size=1, max_size=3, unique=True))
+    containers = [ctr(n, draw(QUANTITIES), draw(QUANTITIES)) for n in names]
+    init = []
+    if draw(st.booleans()):
+        init.append(ctr("init", draw(QUANTITIES), draw(QUANTITIES),
+                        **({"restartPolicy": "Always"} if draw(st.booleans()) else {})))
+    annotations: dict[str, str] | None = draw(st.one_of(st.none(), st.just({"team": "a"})))
+    if draw(st.booleans()):
+        annotations = {**(annotations or {}), CARRIER_POD: f"memory-qos={draw(CLASSES)}"}
+    for n in names:
+        if draw(st.booleans()):
+            annotations = {**(annotations or {}), CARRIER_CONTAINER_PREFIX + n: f"memory-qos={draw(CLASSES)}"}
+    tampered = draw(st.dictionaries(OWNED_KEYS, st.sampled_from(["", "1", "1073741824", "bronze"]), max_size=3))
+    if tampered:
+        annotations = {**(annotations or {}), **tampered}
+    labels = draw(st.one_of(st.none(), st.just({"app": "x"}), st.just({KOORD_QOS_CLASS_LABEL: "LSE"})))
+    result = pod(annotations, containers, labels=labels, name=draw(st.sampled_from(["", "web-1"])))
+    if init:
+        result["spec"]["initContainers"] = init
+    return result
+
+
+@settings(max_examples=150, deadline=None)
+@given(pods(), st.sampled_from([DEFAULT_CATALOG, KOORDINATOR, KUBELET]))
+def test_mutation_is_idempotent_for_any_pod(the_pod: dict[str, Any], catalog: Catalog) -> None:
+    response = mutate_pod(the_pod, catalog)
+    event("allowed" if response.allowed else "denied")
+    if not response.allowed:
+        assert response.message.startswith("qosgate: ")
+        assert list(response.patch) == []
+        return
+    result = jsonpatch.JsonPatch(list(response.patch)).apply(copy.deepcopy(the_pod))
+    assert_idempotent(result, catalog)
+    # Foreign annotations and the carrier survive; the owned keys are exactly the computed ones.
+    before, after = annotations_of(the_pod), annotations_of(result)
+    for key in ("team", CARRIER_POD):
+        if key in before:
+            assert after[key] == before[key]
+    assert {k: v for k, v in after.items() if is_owned_annotation(k)} == compile_pod(result, catalog).annotations
+    assert result["spec"] == the_pod["spec"]
