@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +174,14 @@ def build_extender(args: argparse.Namespace, runtime: Runtime, api: Any | None) 
     return build_extender_app(args, runtime, api)
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn installs its own SIGTERM handler in capture_signals(); `serve` owns the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def _serve(args: argparse.Namespace, runtime: Runtime, host: str) -> None:
     from certs.serving import TLSServer
 
@@ -186,9 +194,8 @@ async def _serve(args: argparse.Namespace, runtime: Runtime, host: str) -> None:
     servers: list[asyncio.Task[Any]] = [asyncio.create_task(tls.serve(install_signal_handlers=False))]
     health: uvicorn.Server | None = None
     if args.health_port:
-        health = uvicorn.Server(uvicorn.Config(health_app(runtime.readiness), host=host, port=args.health_port,
-                                               log_config=None, access_log=False, server_header=False))
-        health.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own the signals
+        health = _QuietServer(uvicorn.Config(health_app(runtime.readiness), host=host, port=args.health_port,
+                                             log_config=None, access_log=False, server_header=False))
         sock = socket.create_server((host, args.health_port), reuse_port=False)
         servers.append(asyncio.create_task(health.serve(sockets=[sock])))
 
