@@ -1,0 +1,35 @@
+"""Validating-webhook checks, one module per concern (koordinator webhook style).
+
+Every check is a pure function of decoded objects (no I/O, no clock) returning a `Finding`; the handler in
+`webhook/validate.py` only picks the checks that apply to a request and folds their findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What one check has to say: reasons to deny (all of them, so users fix everything at once) and warnings."""
+
+    denials: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def denied(self) -> bool:
+        return bool(self.denials)
+
+    def __add__(self, other: Finding) -> Finding:
+        return Finding(self.denials + other.denials, self.warnings + other.warnings)
+
+
+PASS = Finding()
+
+
+def deny(*messages: str) -> Finding:
+    return Finding(denials=tuple(messages))
+
+
+def warn(*messages: str) -> Finding:
+    return Finding(warnings=tuple(messages))
