@@ -1,0 +1,481 @@
+"""Stateful quota admission for pods (DESIGN §9): cache usage + reservations, exact across threads and replicas.
+
+Usage of a namespace = its active pods in the informer cache (PodStore.namespace_usage) + reservations of
+pods admitted but not yet seen by the cache. A reservation is keyed by the pod UID (validating webhooks run
+after the apiserver assigned it, DESIGN §6) and stops counting as soon as the cache shows that UID — or
+showed it and then saw the pod deleted — or when it expires (a later admission step or the storage write
+failed, so the pod will never appear).
+
+Exactness
+- Inside a replica, admissions of one namespace go through one lane: a group commit. The first request
+  becomes the leader, decides every request queued behind it in one batch and writes one ledger update;
+  requests arriving meanwhile form the next batch. Serial per namespace (so a batch sees every earlier
+  admission) without paying one API round trip per pod.
+- Across replicas, the reservations live in a ledger ConfigMap per namespace, `qosgate-quota-<namespace>` in
+  qosgate-system, updated by optimistic concurrency (kube.ledger.Ledger: read, decide, PUT with the read
+  resourceVersion, 409 → re-read and decide again). Every replica's admissions pass through the same object,
+  so two replicas can never both take the last unit of capacity.
+
+  One ConfigMap per namespace rather than one for the cluster or a sharded set: quotas are per namespace,
+  so namespaces never contend with each other (a hot namespace cannot slow the rest down with 409s), the
+  object stays small (only that namespace's in-flight reservations) and nothing needs rebalancing. The cost
+  is one small ConfigMap per namespace that ever admitted a pod with a quota'd class; it holds an empty
+  `data` when idle.
+
+  Ledger entries are kept until they expire even after this replica's cache has seen the pod: another
+  replica's watch may lag behind ours, and it must keep counting the pod through the ledger until its own
+  cache has it. Entries are pruned once expired, or once observed here and older than `observed_grace`
+  (the watch lag we tolerate between replicas) — which bounds the ConfigMap by the admission rate × grace.
+
+- dryRun requests are decided on the same data and never recorded.
+
+Failure (fail closed, only for pods asking for a class in a namespace that has a quota):
+- caches not synced, quota ConfigMaps unreadable, ledger API errors, ledger contention beyond the retry
+  bound, or a lane wait beyond `wait_timeout` → denied with code 503 and a message saying to retry;
+- an invalid quota ConfigMap → denied with its field errors (the validating webhook refuses such writes,
+  so this only happens when one was written while the webhook was down).
+Pods without any class never reach this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from qosgate.annotations import QUOTA_LABEL, SYSTEM_NAMESPACE
+from qosgate.errors import InvalidError
+from qosgate.kube.records import PodRecord
+from qosgate.kube.store import ClassUsage, ObjectStore
+from qosgate.qosresources import ClassAssignments
+from qosgate.quota import (
+    QUOTA_LABEL_VALUE,
+    Quota,
+    QuotaVerdict,
+    add_usage,
+    combined_usage,
+    evaluate,
+    quota_from_configmap,
+    quotas_in_force,
+)
+
+log = logging.getLogger("qosgate.webhook.quota")
+
+LEDGER_PREFIX = "qosgate-quota-"
+DEFAULT_TTL = 30.0
+DEFAULT_OBSERVED_GRACE = 5.0
+DEFAULT_WAIT_TIMEOUT = 8.0
+# A batch is one ConfigMap write; bound it so one write stays far from the 1 MiB object limit.
+MAX_BATCH = 256
+
+
+class PodSource(Protocol):
+    """What the engine reads from the pod cache (qosgate.kube.store.PodStore)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def get(self, uid: str) -> PodRecord | None: ...
+
+    def namespace_usage(self, namespace: str) -> Mapping[tuple[str, str], ClassUsage]: ...
+
+    def subscribe(self, fn: Callable[[PodRecord | None, PodRecord | None], None]) -> None: ...
+
+
+class Book(Protocol):
+    """Where reservations live: qosgate.kube.ledger.Ledger (cross-replica) or LocalBook (one replica)."""
+
+    def update(self, mutate: Callable[[dict[str, str]], Any]) -> Any: ...
+
+    def read(self) -> dict[str, str]: ...
+
+
+class LocalBook:
+    """In-process reservations with the Ledger's interface, for a single replica (no API round trips)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def update(self, mutate: Callable[[dict[str, str]], Any]) -> Any:
+        with self._lock:
+            data = dict(self._data)
+            result = mutate(data)
+            self._data = data
+            return result
+
+    def read(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._data)
+
+
+class QuotaUnavailable(Exception):
+    """The engine cannot decide right now; the pod is refused with a retryable 503."""
+
+
+# --- quotas ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class QuotaLookup:
+    quotas: Sequence[Quota] = ()
+    errors: Sequence[str] = ()  # invalid quota ConfigMaps in force for the namespace
+
+
+class QuotaSource:
+    """Quota ConfigMaps from the informer's ObjectStore, parsed once per resourceVersion.
+
+    A namespace's own quota ConfigMaps replace the cluster default ones (those in `default_namespace`).
+    """
+
+    def __init__(self, configmaps: ObjectStore, default_namespace: str = SYSTEM_NAMESPACE):
+        self.configmaps = configmaps
+        self.default_namespace = default_namespace
+        self._parsed: dict[str, tuple[str, Quota | InvalidError]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def synced(self) -> bool:
+        return self.configmaps.synced
+
+    def _parse(self, obj: Mapping[str, Any]) -> Quota | InvalidError:
+        metadata = obj.get("metadata") or {}
+        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        version = str(metadata.get("resourceVersion") or "")
+        with self._lock:
+            cached = self._parsed.get(key)
+        if cached is not None and cached[0] == version and version:
+            return cached[1]
+        try:
+            parsed: Quota | InvalidError = quota_from_configmap(obj)
+        except InvalidError as exc:
+            parsed = exc
+        with self._lock:
+            if len(self._parsed) > 10_000:  # deleted ConfigMaps leave entries behind; start over now and then
+                self._parsed.clear()
+            self._parsed[key] = (version, parsed)
+        return parsed
+
+    def _in(self, namespace: str) -> tuple[list[Quota], list[str]]:
+        quotas: list[Quota] = []
+        errors: list[str] = []
+        for obj in sorted(self.configmaps.in_namespace(namespace), key=lambda o: str(o["metadata"].get("name"))):
+            labels = obj["metadata"].get("labels") or {}
+            if labels.get(QUOTA_LABEL) != QUOTA_LABEL_VALUE:
+                continue
+            parsed = self._parse(obj)
+            if isinstance(parsed, InvalidError):
+                errors.extend(str(e) for e in parsed.errors)
+            else:
+                quotas.append(parsed)
+        return quotas, errors
+
+    def quotas_for(self, namespace: str) -> QuotaLookup:
+        own, errors = self._in(namespace)
+        if own or errors:
+            return QuotaLookup(tuple(own), tuple(errors))
+        default, errors = self._in(self.default_namespace)
+        return QuotaLookup(tuple(quotas_in_force(own, default)), tuple(errors))
+
+
+class StaticQuotas:
+    """Fixed quotas per namespace (tests, benchmarks, `--local` runs); `"*"` is the default."""
+
+    def __init__(self, quotas: Mapping[str, Sequence[Quota]]):
+        self._quotas = dict(quotas)
+        self.synced = True
+
+    def quotas_for(self, namespace: str) -> QuotaLookup:
+        return QuotaLookup(tuple(self._quotas.get(namespace, self._quotas.get("*", ()))))
+
+
+class QuotaProvider(Protocol):
+    @property
+    def synced(self) -> bool: ...
+
+    def quotas_for(self, namespace: str) -> QuotaLookup: ...
+
+
+# --- reservations ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    assignments: ClassAssignments
+    memory_min: int
+    expires: float  # wall clock: shared by replicas through the ledger
+    created: float
+    name: str = ""  # the pod's name, for people reading the ledger
+
+    def encode(self) -> str:
+        return orjson.dumps({"p": self.assignments.pod_level, "c": self.assignments.container_level,
+                             "m": self.memory_min, "e": round(self.expires, 3), "t": round(self.created, 3),
+                             "n": self.name}).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Reservation | None:
+        try:
+            raw = orjson.loads(text)
+            return cls(ClassAssignments(tuple((str(r), str(c)) for r, c in raw["p"]),
+                                        tuple((str(r), str(c)) for r, c in raw["c"])),
+                       int(raw["m"]), float(raw["e"]), float(raw.get("t", 0.0)), str(raw.get("n", "")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(slots=True)
+class _Ticket:
+    namespace: str
+    pod_uid: str
+    pod_name: str
+    assignments: ClassAssignments
+    memory_min: int
+    dry_run: bool
+    quotas: Sequence[Quota]
+    verdict: QuotaVerdict | None = None
+    error: str | None = None
+    done: bool = False
+    leader: bool = False
+    abandoned: bool = False
+
+
+@dataclass(slots=True)
+class _Lane:
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    queue: list[_Ticket] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOutcome:
+    allowed: bool
+    message: str = ""
+    code: int = 200
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    audit: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class EngineStats:
+    admitted: int = 0
+    denied: int = 0
+    unavailable: int = 0
+    batches: int = 0
+    batched_requests: int = 0
+
+
+class QuotaEngine:
+    """Admit or refuse pod creations against the namespace quotas; thread-safe, blocking (run it off the loop).
+
+    `books(namespace)` returns the reservation book of a namespace: `ledger_books(api_client)` for several
+    replicas, `local_books()` for one. `clock` is the wall clock (ledger expiry is shared between replicas).
+    """
+
+    def __init__(self, pods: PodSource, quotas: QuotaProvider, books: Callable[[str], Book] | None = None, *,
+                 ttl: float = DEFAULT_TTL, observed_grace: float = DEFAULT_OBSERVED_GRACE,
+                 wait_timeout: float = DEFAULT_WAIT_TIMEOUT, clock: Callable[[], float] = time.time):
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.pods = pods
+        self.quotas = quotas
+        self.books = books or local_books()
+        self.ttl = ttl
+        self.observed_grace = min(observed_grace, ttl)
+        self.wait_timeout = wait_timeout
+        self.clock = clock
+        self.stats = EngineStats()
+        self._lanes: dict[str, _Lane] = {}
+        self._lanes_lock = threading.Lock()
+        # UIDs of pods with classes the cache saw deleted, until their reservations have surely expired: a pod
+        # created and deleted within the TTL must not be counted again through its lingering reservation.
+        self._gone: dict[str, float] = {}
+        self._gone_lock = threading.Lock()
+        pods.subscribe(self._on_pod)
+
+    # --- cache events --------------------------------------------------------------------------------
+    def _on_pod(self, old: PodRecord | None, new: PodRecord | None) -> None:
+        if new is None and old is not None and old.classes:
+            with self._gone_lock:
+                self._gone[old.uid] = self.clock() + self.ttl
+
+    def _observed(self, uid: str) -> bool:
+        return self.pods.get(uid) is not None or uid in self._gone
+
+    def _prune_gone(self, now: float) -> None:
+        with self._gone_lock:
+            if len(self._gone) < 1024:
+                return
+            self._gone = {uid: until for uid, until in self._gone.items() if until > now}
+
+    @property
+    def ready(self) -> bool:
+        return self.pods.synced and self.quotas.synced
+
+    # --- admission -----------------------------------------------------------------------------------
+    def admit(self, namespace: str, pod_uid: str, pod_name: str, assignments: ClassAssignments, memory_min: int,
+              dry_run: bool) -> QuotaOutcome:
+        """Decide one pod creation; records a reservation when admitted (unless dry-run)."""
+        if not assignments.pod_level and not assignments.container_level:
+            return QuotaOutcome(True)
+        if not self.quotas.synced:
+            return self._unavailable(f"namespace {namespace}: quota ConfigMaps are still being loaded")
+        lookup = self.quotas.quotas_for(namespace)
+        if lookup.errors:
+            self.stats.denied += 1
+            return QuotaOutcome(False, f"the quota in force for namespace {namespace} is invalid, so pods asking "
+                                       "for a QoS class are refused until an admin fixes it: "
+                                       + "; ".join(lookup.errors), 403, "Forbidden")
+        if not lookup.quotas:
+            return QuotaOutcome(True)  # no quota anywhere: unrestricted, nothing to reserve
+        if not self.pods.synced:
+            return self._unavailable(f"namespace {namespace}: the pod cache is still syncing")
+        ticket = _Ticket(namespace, pod_uid, pod_name, assignments, memory_min, dry_run, lookup.quotas)
+        self._run(ticket)
+        if ticket.error is not None:
+            return self._unavailable(ticket.error)
+        verdict = ticket.verdict
+        assert verdict is not None
+        if not verdict.admitted:
+            self.stats.denied += 1
+            return QuotaOutcome(False, "; ".join(verdict.denials), 403, "Forbidden", verdict.warnings, verdict.audit)
+        self.stats.admitted += 1
+        return QuotaOutcome(True, warnings=verdict.warnings, audit=verdict.audit)
+
+    def _unavailable(self, why: str) -> QuotaOutcome:
+        self.stats.unavailable += 1
+        return QuotaOutcome(False, f"quota cannot be checked right now ({why}); retry the request",
+                            503, "ServiceUnavailable")
+
+    def _lane(self, namespace: str) -> _Lane:
+        lane = self._lanes.get(namespace)
+        if lane is None:
+            with self._lanes_lock:
+                lane = self._lanes.setdefault(namespace, _Lane())
+        return lane
+
+    def _run(self, ticket: _Ticket) -> None:
+        """Group commit: lead a batch, or wait for a leader to decide this ticket (or hand over the lead)."""
+        lane = self._lane(ticket.namespace)
+        with lane.cond:
+            lane.queue.append(ticket)
+            if lane.busy:
+                deadline = time.monotonic() + self.wait_timeout
+                while not ticket.done and not ticket.leader:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        ticket.abandoned = True
+                        if ticket in lane.queue:
+                            lane.queue.remove(ticket)
+                        ticket.error = f"namespace {ticket.namespace}: timed out waiting for earlier admissions"
+                        return
+                    lane.cond.wait(remaining)
+                if ticket.done:
+                    return
+            lane.busy = True
+            batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
+        try:
+            self._decide_batch(ticket.namespace, batch)
+        finally:
+            with lane.cond:
+                for item in batch:
+                    item.done = True
+                if lane.queue:
+                    lane.queue[0].leader = True  # hand over: that thread takes the next batch
+                else:
+                    lane.busy = False
+                lane.cond.notify_all()
+
+    def _decide_batch(self, namespace: str, batch: list[_Ticket]) -> None:
+        self.stats.batches += 1
+        self.stats.batched_requests += len(batch)
+        live = [t for t in batch if not t.abandoned]
+        writers = [t for t in live if not t.dry_run]
+        try:
+            book = self.books(namespace)
+            if writers:
+                verdicts = book.update(lambda data: self._decide(namespace, live, data))
+            else:
+                verdicts = self._decide(namespace, live, book.read())  # dry-run only: read, never write
+        except Exception as exc:  # API down, 409s beyond the bound, a rejected write: fail closed, say why
+            log.warning("quota ledger for namespace %s unavailable: %s", namespace, exc)
+            for ticket in live:
+                ticket.error = f"namespace {namespace}: quota ledger unavailable: {exc}"
+            return
+        for ticket, verdict in zip(live, verdicts, strict=True):
+            ticket.verdict = verdict
+
+    def _decide(self, namespace: str, batch: Sequence[_Ticket], data: dict[str, str]) -> list[QuotaVerdict]:
+        """The pure heart, run under the book's read–modify–write (possibly several times on 409s)."""
+        now = self.clock()
+        self._prune_gone(now)
+        in_batch = {t.pod_uid for t in batch}
+        entries: dict[str, Reservation | None] = {uid: Reservation.decode(text) for uid, text in data.items()}
+        # Cache first, then reservations: a pod the cache shows is counted there, never twice.
+        base = self.pods.namespace_usage(namespace)
+        counted = [(r.assignments, r.memory_min) for uid, r in entries.items()
+                   if r is not None and r.expires > now and uid not in in_batch and not self._observed(uid)]
+        usage = combined_usage(base, counted)
+        verdicts: list[QuotaVerdict] = []
+        writes: dict[str, str] = {}
+        for ticket in batch:
+            verdict = evaluate(ticket.quotas, usage, ticket.assignments, ticket.memory_min, namespace)
+            verdicts.append(verdict)
+            if verdict.admitted and not ticket.dry_run:
+                add_usage(usage, ticket.assignments, ticket.memory_min)
+                writes[ticket.pod_uid] = Reservation(ticket.assignments, ticket.memory_min, now + self.ttl, now,
+                                                     ticket.pod_name).encode()
+        if writes:
+            # Prune only when writing anyway: a refusal must not cost a write.
+            for uid, entry in entries.items():
+                if entry is None or entry.expires <= now or (
+                        now - entry.created >= self.observed_grace and self._observed(uid)):
+                    del data[uid]
+            data.update(writes)
+        return verdicts
+
+    # --- introspection (tests, metrics) ----------------------------------------------------------------
+    def reservations(self, namespace: str) -> dict[str, Reservation]:
+        """Live (unexpired) reservations of a namespace, as the book holds them."""
+        now = self.clock()
+        found = {uid: Reservation.decode(text) for uid, text in self.books(namespace).read().items()}
+        return {uid: r for uid, r in found.items() if r is not None and r.expires > now}
+
+
+def local_books() -> Callable[[str], Book]:
+    """One in-process book per namespace: exact within one replica only."""
+    books: dict[str, LocalBook] = {}
+    lock = threading.Lock()
+
+    def book(namespace: str) -> Book:
+        with lock:
+            return books.setdefault(namespace, LocalBook())
+
+    return book
+
+
+def ledger_name(namespace: str) -> str:
+    return f"{LEDGER_PREFIX}{namespace}"
+
+
+def ledger_books(api_client: Any, ledger_namespace: str = SYSTEM_NAMESPACE, **ledger_options: Any
+                 ) -> Callable[[str], Book]:
+    """One Ledger ConfigMap per namespace in `ledger_namespace`, shared by every replica."""
+    from qosgate.kube.ledger import Ledger
+
+    ledgers: dict[str, Ledger] = {}
+    lock = threading.Lock()
+    labels = {"app.kubernetes.io/name": "qosgate", "app.kubernetes.io/component": "quota-ledger"}
+
+    def book(namespace: str) -> Book:
+        with lock:
+            found = ledgers.get(namespace)
+            if found is None:
+                found = ledgers[namespace] = Ledger(api_client, ledger_namespace, ledger_name(namespace),
+                                                    labels=labels, **ledger_options)
+            return found
+
+    return book
