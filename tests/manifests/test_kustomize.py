@@ -9,7 +9,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes_validate.utils import latest_version
 
 from tests.support.kustomize import MERGE_KEYS, KustomizeError, render, strategic_merge
 
@@ -230,7 +229,7 @@ def test_other_patch_forms_are_refused(tmp_path: Path, entry: Any) -> None:
 
 def _schema_merge_keys() -> dict[str, set[str]]:
     """Field name -> every x-kubernetes-patch-merge-key the Kubernetes OpenAPI schema gives it."""
-    newest = f"v{latest_version()}-local-strict"
+    newest = f"v{kubernetes_validate.latest_version()}-local-strict"
     path = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / newest / "_definitions.json"
     definitions = json.loads(path.read_text())
     definitions = definitions.get("$defs", definitions.get("definitions", {}))

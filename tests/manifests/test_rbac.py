@@ -7,7 +7,6 @@ from tests.manifests.helpers import EXTENDER, NAMESPACE, WEBHOOK, Obj, kinds, on
 
 CLUSTER = "*cluster*"
 ALL = None  # no resourceNames: every object of the resource
-LEDGER = "qosgate-quota-ledger"
 LEASE = "qosgate-extender"
 
 # (service account, where the grant applies, API group, resource, verb, resourceName)
@@ -19,10 +18,11 @@ EXPECTED = {
     (WEBHOOK, CLUSTER, "", "configmaps", "get", ALL),
     (WEBHOOK, CLUSTER, "", "configmaps", "list", ALL),
     (WEBHOOK, CLUSTER, "", "configmaps", "watch", ALL),
-    # webhook: the quota ledger, in qosgate-system only
-    (WEBHOOK, NAMESPACE, "", "configmaps", "create", ALL),  # create cannot take resourceNames
-    (WEBHOOK, NAMESPACE, "", "configmaps", "get", LEDGER),
-    (WEBHOOK, NAMESPACE, "", "configmaps", "update", LEDGER),
+    # webhook: its quota ledgers qosgate-quota-<namespace>, in qosgate-system only (names depend on the
+    # tenant namespaces, so no resourceNames; create can never take them)
+    (WEBHOOK, NAMESPACE, "", "configmaps", "get", ALL),
+    (WEBHOOK, NAMESPACE, "", "configmaps", "create", ALL),
+    (WEBHOOK, NAMESPACE, "", "configmaps", "update", ALL),
     # extender: pods and nodes, cluster-wide, read-only; it binds
     (EXTENDER, CLUSTER, "", "pods", "get", ALL),
     (EXTENDER, CLUSTER, "", "pods", "list", ALL),

@@ -132,5 +132,5 @@ def test_system_hook_guards_exactly_the_catalog_and_the_default_quota(base: list
     old = None if operation == "CREATE" else copy.deepcopy(cm)
     for name in SYSTEM_CONFIGMAPS:
         assert called(base, hook, operation, obj, old, request_name=name)
-    for name in ("qosgate-quota-ledger", "qosgate-classes-backup", "kube-root-ca.crt", ""):
+    for name in ("qosgate-quota-tenant-a", "qosgate-classes-backup", "kube-root-ca.crt", ""):
         assert not called(base, hook, operation, obj, old, request_name=name)
