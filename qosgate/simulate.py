@@ -92,6 +92,8 @@ class ExtenderClient:
         self._server_name = server_name
         self._local = threading.local()
         self._generation = 0
+        self._open: set[_Connection] = set()  # every thread's connection, so close_all can reach them
+        self._open_lock = threading.Lock()
         self.set_url(url)
 
     def set_url(self, url: str) -> None:
@@ -105,13 +107,22 @@ class ExtenderClient:
 
     def _connection(self) -> _Connection:
         local = self._local
-        if getattr(local, "generation", None) != self._generation or local.connection is None:
+        connection = getattr(local, "connection", None)
+        if (getattr(local, "generation", None) != self._generation or connection is None
+                or connection not in self._open):  # closed by close(): reconnect
             if getattr(local, "connection", None) is not None:
-                local.connection.close()
+                self._forget(local.connection)
             local.connection = _Connection(self._host, self._port, self._context,
                                            self._server_name or self._host, self.timeout)
             local.generation = self._generation
+            with self._open_lock:
+                self._open.add(local.connection)
         return local.connection  # type: ignore[no-any-return]
+
+    def _forget(self, connection: _Connection) -> None:
+        connection.close()
+        with self._open_lock:
+            self._open.discard(connection)
 
     def call(self, verb: str, payload: Mapping[str, Any] | bytes) -> Any:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
@@ -121,7 +132,7 @@ class ExtenderClient:
             response = connection.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            connection.close()
+            self._forget(connection)
             self._local.connection = None
             raise ExtenderUnavailable(f"{verb}: {type(exc).__name__}: {exc}") from None
         if response.status != 200:
@@ -132,10 +143,16 @@ class ExtenderClient:
             raise ExtenderUnavailable(f"{verb}: answer is not JSON: {exc}") from None
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        """Close every thread's connection (a request running on one fails like a dropped connection).
+
+        Idle keep-alive TLS connections would otherwise hold a stopping uvicorn in its graceful shutdown
+        until it gives up, as the server waits for the client's close_notify.
+        """
+        with self._open_lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.close()
 
 
 # --- configuration and report -------------------------------------------------------------------------
