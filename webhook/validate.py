@@ -33,9 +33,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
 from qosgate.catalog import CatalogHolder
 from qosgate.qosresources import class_assignments
-from webhook.admission import AdmissionRequest, AdmissionResponse
+from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review
 from webhook.checks import PASS, Finding
 from webhook.checks.admins import check_writer
 from webhook.checks.classes import check_classes
@@ -46,7 +49,7 @@ from webhook.checks.settings import ValidatorSettings
 from webhook.checks.workloads import WORKLOAD_KINDS, check_workload
 from webhook.quota_engine import QuotaEngine
 
-__all__ = ["Validator", "ValidatorSettings", "build_validator"]
+__all__ = ["Validator", "ValidatorSettings", "add_validate_route", "build_validator"]
 
 # Audit annotation for quotas in `dryrun` enforcement (the apiserver prefixes it with the webhook name).
 AUDIT_QUOTA_DRYRUN = "quota-dryrun"
@@ -133,3 +136,44 @@ def build_validator(catalog: CatalogHolder, engine: QuotaEngine | None = None,
                     settings: ValidatorSettings | None = None) -> Validator:
     """The /validate decision. `engine` None = no quota enforcement (e.g. `--local`)."""
     return Validator(catalog, engine, settings)
+
+
+def add_validate_route(app: FastAPI, validator: Validator, path: str = "/validate") -> None:
+    """Mount `validator` on an app from `create_webhook_app(catalog)` (called without `validate=`).
+
+    `create_webhook_app(..., validate=validator)` calls the validator on the event loop, which is right for a
+    pure validator but lets a ledger round trip stall every other request of the replica and defeats the
+    engine's group commit (only one request would ever be in flight). This route runs a blocking validator in
+    Starlette's thread pool and then hands the ready decision to webhook.app.admit, so body limits, error
+    mapping, metrics and logs stay exactly those of the shared shell.
+    """
+    from webhook.app import MAX_BODY_BYTES, BodyTooLarge, admit, error_response, read_body
+
+    @app.post(path)
+    async def validate_endpoint(request: Request) -> Response:
+        decision: AdmissionResponse | None = None
+        failure: Exception | None = None
+        if validator.blocking:
+            try:
+                body = await read_body(request)
+            except BodyTooLarge:
+                return error_response(413, f"AdmissionReview larger than {MAX_BODY_BYTES} bytes")
+            # Starlette's own body cache (what Request.body() fills): stream() replays it, so admit() below
+            # reads the very same bytes.
+            request._body = body
+            try:
+                review = decode_review(body)
+            except BadReview:
+                review = None  # admit() answers the 400 itself
+            if review is not None:
+                try:
+                    decision = await run_in_threadpool(validator, review)
+                except Exception as exc:  # re-raised inside admit(), which logs it and denies with a 500
+                    failure = exc
+
+        def decide(review: AdmissionRequest) -> AdmissionResponse:
+            if failure is not None:
+                raise failure
+            return decision if decision is not None else validator(review)
+
+        return await admit(request, decide, "validate")
