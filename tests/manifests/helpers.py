@@ -62,12 +62,13 @@ def self_signed_workdir(tmp: Path) -> Path:
     return target
 
 
-def documented_certs_command(kustomization: Path) -> list[str]:
-    """The `qosgate certs generate …` command line from the self-signed overlay's comments."""
-    lines = [line.lstrip("#").strip() for line in kustomization.read_text().splitlines() if line.startswith("#")]
+def documented_certs_command(path: Path) -> list[str]:
+    """The `CA_BUNDLE=$(qosgate certs generate …)` command line documented in `path` (YAML comments or
+    Markdown), continuation lines joined."""
+    lines = [line.lstrip("#").strip() for line in path.read_text().splitlines()]
     text = " ".join(lines).replace("\\ ", " ")
-    match = re.search(r"\$\((qosgate certs generate[^)]*)\)", text)
-    assert match, "the self-signed overlay must document `CA_BUNDLE=$(qosgate certs generate …)`"
+    match = re.search(r"CA_BUNDLE=\$\((qosgate certs generate[^)]*)\)", text)
+    assert match, f"{path} must document `CA_BUNDLE=$(qosgate certs generate …)`"
     return match.group(1).split()
 
 

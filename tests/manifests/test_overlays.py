@@ -14,6 +14,7 @@ from certs.generate import certificate_sans
 from tests.manifests.helpers import (
     CA_BUNDLE_PLACEHOLDER,
     EXTENDER,
+    MANIFESTS,
     NAMESPACE,
     REPO,
     SELF_SIGNED,
@@ -21,6 +22,7 @@ from tests.manifests.helpers import (
     TLS_SECRET,
     WEBHOOK,
     Obj,
+    documented_certs_command,
     kinds,
     one,
 )
@@ -122,3 +124,13 @@ def test_documented_commands_produce_a_working_install(self_signed_run: tuple[Pa
     leaf.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
     dns_names, _ = certificate_sans(leaf)
     assert service_names(WEBHOOK) | service_names(EXTENDER) <= set(dns_names)
+
+
+def test_readme_documents_the_same_steps() -> None:
+    readme = MANIFESTS / "README.md"
+    assert documented_certs_command(readme) == documented_certs_command(SELF_SIGNED / "kustomization.yaml")
+    text = readme.read_text()
+    sed = 'sed -i "s|caBundle: .*|caBundle: ${CA_BUNDLE}|" manifests/overlays/self-signed/ca-bundle-*.yaml'
+    assert sed in text and sed in (SELF_SIGNED / "kustomization.yaml").read_text()
+    for overlay in ("cert-manager", "self-signed"):
+        assert f"kubectl apply -k manifests/overlays/{overlay}" in text
