@@ -7,6 +7,7 @@ A matchCondition that errors rejects the request (failurePolicy Fail) or silentl
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
@@ -17,10 +18,15 @@ from tests.manifests.test_webhooks import SYSTEM_CONFIGMAPS, webhooks
 
 celpy = pytest.importorskip("celpy", reason="cel-python (test extra) evaluates the CEL matchConditions")
 
+@functools.cache
+def compiled(expression: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(expression))
+
+
 def conditions(base: list[Obj], name: str) -> list[Any]:
     _, hook = webhooks(base)[name]
-    env = celpy.Environment()
-    return [env.program(env.compile(c["expression"])) for c in hook["matchConditions"]]
+    return [compiled(c["expression"]) for c in hook["matchConditions"]]
 
 
 def called(base: list[Obj], name: str, operation: str, obj: Obj | None, old: Obj | None = None,
