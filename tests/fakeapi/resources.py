@@ -9,6 +9,7 @@ stays free of ``if resource == "pods"`` branches except where the real server sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -40,9 +41,9 @@ class ResourceType:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable internal id, ``pods`` / ``deployments.apps``."""
+        """Stable internal id, ``pods`` / ``deployments.apps`` (cached: used per stored object)."""
         return f"{self.resource}.{self.group}" if self.group else self.resource
 
     @property
