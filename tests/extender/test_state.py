@@ -7,9 +7,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.kube.store import ADDED, DELETED, MODIFIED, NodeStore, PodStore
+from qosgate.nodefit import Fit, check_fit
 from tests.extender.memapi import MemoryAPI, overcommitted
 from tests.extender.objects import GI, bound, make_node, make_pod
 
@@ -362,3 +365,82 @@ def test_delete_event_for_unknown_pod_is_harmless(state: ExtenderState, pods: Po
 def test_bind_result_flags() -> None:
     assert BindResult(BindOutcome.ALREADY_BOUND_HERE).bound_here
     assert not BindResult(BindOutcome.UNKNOWN).bound_here
+
+
+# --- the mirror of the stores ---------------------------------------------------------------------------
+
+def test_state_built_on_warm_stores_counts_what_they_hold(pods: PodStore, nodes: NodeStore) -> None:
+    pods.apply(ADDED, bound(make_pod("old", 7 * GI), "a"))
+    late = ExtenderState(pods, nodes, ExtenderSettings())
+    assert late.node_usage("a") == (7 * GI, 0)
+    assert late.filter(make_pod("p", 4 * GI), ["a"]).failed
+    assert late.disagreements() == {}
+    late.close()
+
+
+def test_node_updates_reach_the_decisions(state: ExtenderState, nodes: NodeStore) -> None:
+    assert state.filter(make_pod("p", 8 * GI), ["a"]).passed == ["a"]
+    nodes.apply(MODIFIED, make_node("a", protectable="4Gi"))
+    assert state.filter(make_pod("p", 8 * GI), ["a"]).unresolvable
+    nodes.apply(DELETED, make_node("a"))
+    assert state.filter(make_pod("p", 8 * GI), ["a"]).failed == {"a": "node is not in qosgate's node cache yet"}
+
+
+def test_ledger_agrees_with_the_store(state: ExtenderState, api: MemoryAPI, pods: PodStore) -> None:
+    for i in range(20):
+        pod = pending(api, f"p{i}", (i % 4) * GI // 2)
+        bind(state, api, pod, "ab"[i % 2])
+    api.deliver()
+    pods.apply(MODIFIED, {**api.pods[next(iter(api.pods))], "status": {"phase": "Succeeded"}})
+    assert state.disagreements() == {}
+    assert state.reservations() == []
+
+
+node_specs = st.lists(st.tuples(st.integers(0, 12), st.sampled_from([None, "memory-qos=gold:2,silver",
+                                                                      "memory-qos=silver", "memory-qos=gold"])),
+                      min_size=1, max_size=3)
+pod_specs = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 2), st.sampled_from([None, "gold", "gold", "silver"]),
+                               st.sampled_from(["bound", "reserved"])), max_size=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(node_specs=node_specs, pod_specs=pod_specs, ask=st.integers(0, 6),
+       ask_class=st.sampled_from([None, "gold", "silver"]))
+def test_filter_agrees_with_check_fit(node_specs: list, pod_specs: list, ask: int, ask_class: str | None) -> None:
+    """The filter's fast path and its reasons are the nodefit rule over bound + reserved usage."""
+    pods, nodes = PodStore(), NodeStore()
+    raw_nodes = [make_node(f"n{i}", protectable=f"{gib}Gi", classes=offer) for i, (gib, offer) in
+                 enumerate(node_specs)]
+    nodes.replace(raw_nodes, "1")
+    pods.replace([], "1")
+    state = ExtenderState(pods, nodes, ExtenderSettings())
+    api = MemoryAPI(pods)
+    usage: dict[str, int] = {}
+    class_usage: dict[str, dict[tuple[str, str], int]] = {}
+    for i, (gib, node_index, klass, how) in enumerate(pod_specs):
+        name = f"n{node_index % len(node_specs)}"
+        classes = {"memory-qos": klass} if klass else None
+        pod = make_pod(f"q{i}", gib * GI, classes=classes)
+        api.create(pod)
+        api.deliver()
+        if how == "bound":
+            pods.apply(MODIFIED, bound(pod, name))
+        elif bind(state, api, pod, name) != "":
+            continue  # refused: it does not count
+        if gib or klass:
+            usage[name] = usage.get(name, 0) + gib * GI
+            if klass:
+                counts = class_usage.setdefault(name, {})
+                counts[("memory-qos", klass)] = counts.get(("memory-qos", klass), 0) + 1
+    asked = make_pod("asked", ask * GI, classes={"memory-qos": ask_class} if ask_class else None)
+    result = state.filter(asked, [f"n{i}" for i in range(len(node_specs))])
+    for name in (f"n{i}" for i in range(len(node_specs))):
+        expected = check_fit(ask * GI, frozenset({("memory-qos", ask_class)}) if ask_class else frozenset(),
+                             nodes.get(name), usage.get(name, 0), 0, class_usage.get(name, {}), 90)  # type: ignore[arg-type]
+        if ask == 0 and not ask_class:
+            expected = Fit(True)
+        assert (name in result.passed) == expected.ok
+        if not expected.ok:
+            got = result.unresolvable.get(name) or result.failed.get(name)
+            assert got == expected.reason and (name in result.unresolvable) == expected.unresolvable
+    state.close()
