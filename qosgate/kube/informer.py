@@ -18,12 +18,14 @@ bookmarks, so a connection dropped mid-line simply replays from the last applied
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import logging
 import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import orjson
@@ -54,6 +56,42 @@ class InformerStore(Protocol):
 
     @property
     def synced(self) -> bool: ...
+
+
+class _GcPause:
+    """Process-wide pause of the cyclic garbage collector while any LIST is being decoded.
+
+    A LIST decodes hundreds of thousands of short-lived, acyclic JSON objects; reference counting frees
+    them, but each batch that survives a young collection pushes the collector into full scans of the
+    whole (growing) heap, roughly once per page. Measured at 150,000 pods this doubled the decode time.
+    Counted so overlapping lists (pods, nodes, config maps) resume collection only when the last ends,
+    and never re-enabled if the application had disabled it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._was_enabled:
+                gc.enable()
+
+
+_gc_pause = _GcPause()
+
+
+def gc_paused() -> _GcPause:
+    return _gc_pause
 
 
 class _Gone(Exception):
@@ -111,6 +149,7 @@ class Informer:
         backoff_max: float = 30.0,
         relist_after_failures: int = 5,
         request_timeout: float = 60.0,
+        pause_gc_during_list: bool = True,
     ):
         self.api_client = api_client
         self.path = path
@@ -122,6 +161,7 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.relist_after_failures = relist_after_failures
         self.request_timeout = request_timeout
+        self.pause_gc_during_list = pause_gc_during_list
         self._backoff = Backoff(backoff_initial, backoff_max)
 
         self._stop = threading.Event()
@@ -261,23 +301,27 @@ class Informer:
         started = time.monotonic()
         paginate = not self._unpaginated_next
         self._unpaginated_next = False
-        first = self._get_page(None, paginate)
-        resource_version = str(_metadata(first).get("resourceVersion") or "")
+        pause = gc_paused() if self.pause_gc_during_list else contextlib.nullcontext()
+        with pause, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"list-{self.name}") as prefetch:
+            first = self._get_page(None, paginate)
+            resource_version = str(_metadata(first).get("resourceVersion") or "")
 
-        def items(page: dict[str, Any] | None) -> Iterator[Mapping[str, Any]]:
-            while page is not None:
-                yield from page.get("items") or ()
-                token = _metadata(page).get("continue")
-                page = None  # drop the consumed page before fetching the next: one page in memory at a time
-                if token:
-                    if self._stop.is_set():
-                        raise TransportError("stopped during list")
-                    page = self._get_page(token, paginate)
+            def items(page: dict[str, Any] | None) -> Iterator[Mapping[str, Any]]:
+                while page is not None:
+                    token = _metadata(page).get("continue")
+                    # Ask for the next page before converting this one: the server and the socket work while
+                    # we compute, instead of each side waiting for the other.
+                    upcoming = prefetch.submit(self._get_page, token, paginate) if token else None
+                    yield from page.get("items") or ()
+                    page = None  # at most two pages alive: the one being converted and the one arriving
+                    if upcoming is not None:
+                        if self._stop.is_set():
+                            raise TransportError("stopped during list")
+                        page = upcoming.result()
 
-        first_page: dict[str, Any] | None = first
-        del first
-        # replace() consumes every page before touching the store, so a failure half-way changes nothing.
-        self.store.replace(items(first_page), resource_version)
+            # replace() consumes every page before touching the store, so a failure half-way changes nothing.
+            self.store.replace(items(first), resource_version)
+            del first
         self._resource_version = resource_version
         self.lists += 1
         if self.lists > 1:

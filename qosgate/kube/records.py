@@ -135,18 +135,23 @@ _carrier_results: dict[tuple[object, ...], _Classes] = {}
 _CARRIER_CACHE_LIMIT = 4096
 
 
-def _pod_classes(obj: Mapping[str, Any], metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> _Classes:
-    annotations = metadata.get("annotations")
-    carrier = tuple((k, v) for k, v in annotations.items() if k.startswith(CARRIER_POD)) \
-        if isinstance(annotations, dict) else ()
+def _carrier_key(annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[object, ...]:
+    """What the parsed classes depend on when no native field is present: the carrier annotations, plus
+    the container names when a container-level carrier may cite them (unknown names are errors)."""
+    carrier = tuple([item for item in annotations.items() if item[0].startswith(CARRIER_POD)])
+    if len(carrier) == 1 and carrier[0][0] == CARRIER_POD:
+        return carrier
+    return (carrier, *[c.get("name") for kind in ("initContainers", "containers")
+                       for c in spec.get(kind) or () if isinstance(c, dict)])
+
+
+def _pod_classes(obj: Mapping[str, Any], annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> _Classes:
     native = _native_classes(spec)
-    if not carrier and not native:
-        return _NONE
     key: tuple[object, ...] | None = None
     if not native:
-        # Without native fields the result depends only on the carrier and the container names it may cite.
-        key = (carrier, *(c.get("name") for kind in ("initContainers", "containers")
-                          for c in spec.get(kind) or () if isinstance(c, dict)))
+        if not any(k.startswith(CARRIER_POD) for k in annotations):
+            return _NONE
+        key = _carrier_key(annotations, spec)
         try:
             found = _carrier_results.get(key)
         except TypeError:  # a malformed object with unhashable values: parse it, do not cache it
@@ -213,45 +218,58 @@ def object_uid(obj: Mapping[str, Any]) -> str:
 
 
 def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annotated") -> PodRecord:
-    """Build a record from a pod as the API returns it (JSON-decoded dict)."""
-    metadata = _dict(obj.get("metadata"))
-    spec = _dict(obj.get("spec"))
-    status = _dict(obj.get("status"))
-    namespace = _intern(metadata.get("namespace"))
-    name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
-    problems: list[str] = []
+    """Build a record from a pod as the API returns it (JSON-decoded dict).
+
+    Runs once per pod per LIST (150,000 times at start-up) and once per watch event, hence the plain
+    lookups; anything malformed still degrades to neutral values rather than raising.
+    """
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
+    status = obj.get("status")
+    phase = status.get("phase") if isinstance(status, dict) else None
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
+    problems: tuple[str, ...] = ()
 
     memory_min = 0
     if accounting == "annotated":
-        annotations = _dict(metadata.get("annotations"))
         value = annotations.get(MEMORY_MIN)
         if value is not None:
             try:
                 memory_min = _memory_min_annotation(value)
             except InvalidError as exc:
-                problems.append(str(exc))
+                problems = (str(exc),)
     else:
         try:
             memory_min = _kubelet_memory_min(spec)
         except (InvalidError, AttributeError, TypeError) as exc:
             # Malformed containers (not dicts) surface as AttributeError/TypeError from the memory math.
-            problems.append(str(exc) if isinstance(exc, InvalidError) else f"spec: unreadable containers ({exc})")
+            problems = (str(exc) if isinstance(exc, InvalidError) else f"spec: unreadable containers ({exc})",)
 
-    pod_classes, container_classes, classes = _pod_classes(obj, metadata, spec)
-
+    pod_classes, container_classes, classes = _pod_classes(obj, annotations, spec)
+    uid = metadata.get("uid")
+    name = metadata.get("name")
+    namespace = metadata.get("namespace")
+    node_name = spec.get("nodeName")
+    scheduler_name = spec.get("schedulerName")
     return PodRecord(
-        uid=object_uid(obj),
-        namespace=namespace,
-        name=name,
-        node_name=_intern(spec.get("nodeName")),
-        phase=_intern(status.get("phase"), DEFAULT_PHASE),
+        uid=uid if isinstance(uid, str) and uid else object_uid(obj),
+        namespace=sys.intern(namespace) if isinstance(namespace, str) else "",
+        name=name if isinstance(name, str) else "",
+        node_name=sys.intern(node_name) if isinstance(node_name, str) else "",
+        phase=sys.intern(phase) if isinstance(phase, str) else DEFAULT_PHASE,
         terminating=metadata.get("deletionTimestamp") is not None,
         memory_min=memory_min,
-        scheduler_name=_intern(spec.get("schedulerName"), DEFAULT_SCHEDULER),
+        scheduler_name=sys.intern(scheduler_name) if isinstance(scheduler_name, str) else DEFAULT_SCHEDULER,
         pod_classes=pod_classes,
         container_classes=container_classes,
         classes=classes,
-        problems=tuple(problems),
+        problems=problems,
     )
 
 

@@ -222,10 +222,18 @@ class PodStore(_Store[PodRecord]):
     def _key(self, record: PodRecord) -> str:
         return record.uid
 
+    # The index and aggregate updates below avoid setdefault(key, {}) on purpose: it would allocate a fresh
+    # default on every call, and these run for every pod of every LIST and watch event.
     def _index(self, record: PodRecord) -> None:
-        self._by_name.setdefault(record.namespace, {})[record.name] = record
+        names = self._by_name.get(record.namespace)
+        if names is None:
+            names = self._by_name[record.namespace] = {}
+        names[record.name] = record
         if record.node_name:
-            self._by_node.setdefault(record.node_name, {})[record.uid] = record
+            pods = self._by_node.get(record.node_name)
+            if pods is None:
+                pods = self._by_node[record.node_name] = {}
+            pods[record.uid] = record
         if record.active:
             self._aggregate(record, 1)
 
@@ -246,16 +254,19 @@ class PodStore(_Store[PodRecord]):
             self._aggregate(record, -1)
 
     def _aggregate(self, record: PodRecord, sign: int) -> None:
-        if record.node_name:
-            node = record.node_name
+        node = record.node_name
+        classes = record.classes
+        if node:
             total = self._node_memory.get(node, 0) + sign * record.memory_min
             if total:
                 self._node_memory[node] = total
             else:
                 self._node_memory.pop(node, None)
-            if record.classes:
-                counts = self._node_classes.setdefault(node, {})
-                for key in record.classes:
+            if classes:
+                counts = self._node_classes.get(node)
+                if counts is None:
+                    counts = self._node_classes[node] = {}
+                for key in classes:
                     count = counts.get(key, 0) + sign
                     if count:
                         counts[key] = count
@@ -263,16 +274,21 @@ class PodStore(_Store[PodRecord]):
                         del counts[key]
                 if not counts:
                     del self._node_classes[node]
-        if record.classes:
-            usage = self._ns_usage.setdefault(record.namespace, {})
-            for key in record.pod_classes:
-                usage.setdefault(key, [0, 0, 0])[0] += sign
-            for key in record.container_classes:
-                usage.setdefault(key, [0, 0, 0])[1] += sign
-            for key in record.classes:
-                usage.setdefault(key, [0, 0, 0])[2] += sign * record.memory_min
-            for key in record.classes:
-                if usage[key] == [0, 0, 0]:
+        if classes:
+            usage = self._ns_usage.get(record.namespace)
+            if usage is None:
+                usage = self._ns_usage[record.namespace] = {}
+            memory = sign * record.memory_min
+            for key in classes:
+                totals = usage.get(key)
+                if totals is None:
+                    totals = usage[key] = [0, 0, 0]
+                # A class in `classes` is in pod_classes or container_classes, so an added pod never
+                # leaves all three at zero; all zero therefore means the last user left.
+                totals[0] += sign * record.pod_classes.count(key)
+                totals[1] += sign * record.container_classes.count(key)
+                totals[2] += memory
+                if not (totals[0] or totals[1] or totals[2]):
                     del usage[key]
             if not usage:
                 del self._ns_usage[record.namespace]
