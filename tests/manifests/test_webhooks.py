@@ -1,4 +1,4 @@
-"""Webhook configurations: DESIGN §6 settings, scoping, and what their CEL matchConditions let through."""
+"""Webhook configurations: DESIGN §6 settings, which resources and namespaces they see, and their object selectors."""
 
 from __future__ import annotations
 
