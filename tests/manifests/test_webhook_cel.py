@@ -140,3 +140,13 @@ def test_system_hook_guards_exactly_the_catalog_and_the_default_quota(base: list
         assert called(base, hook, operation, obj, old, request_name=name)
     for name in ("qosgate-quota-tenant-a", "qosgate-classes-backup", "kube-root-ca.crt", ""):
         assert not called(base, hook, operation, obj, old, request_name=name)
+
+
+@pytest.mark.parametrize(("hook", "kind"), [("validate-workloads.qosgate.io", "Deployment"),
+                                            ("validate-cronjobs.qosgate.io", "CronJob")])
+@pytest.mark.parametrize("key", SELECTED_KEYS + IGNORED_KEYS)
+def test_every_copy_of_the_key_test_agrees(base: list[Obj], hook: str, kind: str, key: str) -> None:
+    """The key test is written out once per object path (CEL in matchConditions has no variables)."""
+    selected = key in SELECTED_KEYS
+    assert called(base, hook, "CREATE", workload(kind, {key: "x"})) == selected
+    assert called(base, hook, "UPDATE", workload(kind, {}), workload(kind, {key: "x"})) == selected
