@@ -39,6 +39,7 @@ Pods without any class never reach this module.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -69,7 +70,9 @@ log = logging.getLogger("qosgate.webhook.quota")
 LEDGER_PREFIX = "qosgate-quota-"
 DEFAULT_TTL = 30.0
 DEFAULT_OBSERVED_GRACE = 5.0
-DEFAULT_WAIT_TIMEOUT = 8.0
+# Below the webhook's timeoutSeconds (3 in manifests/): a request that waited longer in its namespace's lane
+# gets a clear retryable 503 instead of the apiserver's timeout error.
+DEFAULT_WAIT_TIMEOUT = 2.5
 # A batch is one ConfigMap write; bound it so one write stays far from the 1 MiB object limit.
 MAX_BATCH = 256
 
@@ -97,6 +100,9 @@ class Book(Protocol):
 
 class LocalBook:
     """In-process reservations with the Ledger's interface, for a single replica (no API round trips)."""
+
+    # No other replica reads this book, so nobody's watch can lag behind ours: an observed reservation can go.
+    shared = False
 
     def __init__(self) -> None:
         self._data: dict[str, str] = {}
@@ -294,6 +300,7 @@ class QuotaEngine:
         # created and deleted within the TTL must not be counted again through its lingering reservation.
         self._gone: dict[str, float] = {}
         self._gone_lock = threading.Lock()
+        self._decoded: dict[str, Reservation | None] = {}
         pods.subscribe(self._on_pod)
 
     # --- cache events --------------------------------------------------------------------------------
@@ -306,10 +313,23 @@ class QuotaEngine:
         return self.pods.get(uid) is not None or uid in self._gone
 
     def _prune_gone(self, now: float) -> None:
+        # Deadlines are inserted in non-decreasing order, so the expired ones are at the front: popping them
+        # costs what expired, never a scan of everything still remembered.
         with self._gone_lock:
-            if len(self._gone) < 1024:
-                return
-            self._gone = {uid: until for uid, until in self._gone.items() if until > now}
+            for uid, until in list(itertools.islice(self._gone.items(), 256)):
+                if until > now:
+                    break
+                del self._gone[uid]
+
+    def _decode(self, text: str) -> Reservation | None:
+        """Ledger entries never change once written: decode each text once, not on every decision."""
+        found = self._decoded.get(text)
+        if found is None:
+            found = Reservation.decode(text)
+            if len(self._decoded) >= 16_384:
+                self._decoded.clear()
+            self._decoded[text] = found
+        return found
 
     @property
     def ready(self) -> bool:
@@ -396,10 +416,11 @@ class QuotaEngine:
         writers = [t for t in live if not t.dry_run]
         try:
             book = self.books(namespace)
+            shared = getattr(book, "shared", True)
             if writers:
-                verdicts = book.update(lambda data: self._decide(namespace, live, data))
-            else:
-                verdicts = self._decide(namespace, live, book.read())  # dry-run only: read, never write
+                verdicts = book.update(lambda data: self._decide(namespace, live, data, shared))
+            else:  # dry-run only: read, never write
+                verdicts = self._decide(namespace, live, book.read(), shared)
         except Exception as exc:  # API down, 409s beyond the bound, a rejected write: fail closed, say why
             log.warning("quota ledger for namespace %s unavailable: %s", namespace, exc)
             for ticket in live:
@@ -408,12 +429,13 @@ class QuotaEngine:
         for ticket, verdict in zip(live, verdicts, strict=True):
             ticket.verdict = verdict
 
-    def _decide(self, namespace: str, batch: Sequence[_Ticket], data: dict[str, str]) -> list[QuotaVerdict]:
+    def _decide(self, namespace: str, batch: Sequence[_Ticket], data: dict[str, str],
+                shared: bool = True) -> list[QuotaVerdict]:
         """The pure heart, run under the book's read–modify–write (possibly several times on 409s)."""
         now = self.clock()
         self._prune_gone(now)
         in_batch = {t.pod_uid for t in batch}
-        entries: dict[str, Reservation | None] = {uid: Reservation.decode(text) for uid, text in data.items()}
+        entries: dict[str, Reservation | None] = {uid: self._decode(text) for uid, text in data.items()}
         # Cache first, then reservations: a pod the cache shows is counted there, never twice.
         base = self.pods.namespace_usage(namespace)
         counted = [(r.assignments, r.memory_min) for uid, r in entries.items()
@@ -430,9 +452,9 @@ class QuotaEngine:
                                                      ticket.pod_name).encode()
         if writes:
             # Prune only when writing anyway: a refusal must not cost a write.
+            grace = self.observed_grace if shared else 0.0
             for uid, entry in entries.items():
-                if entry is None or entry.expires <= now or (
-                        now - entry.created >= self.observed_grace and self._observed(uid)):
+                if entry is None or entry.expires <= now or (now - entry.created >= grace and self._observed(uid)):
                     del data[uid]
             data.update(writes)
         return verdicts

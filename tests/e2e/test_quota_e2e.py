@@ -165,8 +165,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
         replica_api = api.api_client()  # each replica: its own connection pool, caches and ledger client
         cache = ClusterCache(replica_api, watch_nodes=False, watch_quota_configmaps=True)
         cache.start()
+        # wait_timeout matches the 10 s webhook timeout registered below: a loaded CI machine must not turn
+        # queueing into 503s (production keeps it under the 3 s timeoutSeconds of manifests/).
         engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(replica_api), ttl=TTL,
-                             clock=lambda: time.time() + clock_offset[0])
+                             clock=lambda: time.time() + clock_offset[0], wait_timeout=9.0)
         validator = build_validator(holder, engine, ValidatorSettings())
         app = create_webhook_app(holder, is_ready=lambda engine=engine: engine.ready)
         add_validate_route(app, validator)

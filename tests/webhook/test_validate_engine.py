@@ -30,6 +30,17 @@ class Clock:
         return self.now
 
 
+class SharedBook(LocalBook):
+    """Stands in for the ledger ConfigMap: one book several replicas (engines) read and write."""
+
+    shared = True
+
+
+def shared_books() -> Callable[[str], Any]:
+    books: dict[str, SharedBook] = {}
+    return lambda ns: books.setdefault(ns, SharedBook())
+
+
 def synced_store() -> PodStore:
     store = PodStore()
     store.replace([], "1")
@@ -169,7 +180,7 @@ def test_warn_and_dryrun_enforcement() -> None:
 
 def test_replicas_sharing_one_book_are_exact() -> None:
     # Two replicas, each with its own cache, sharing the reservation book (what the ledger ConfigMap is).
-    shared = local_books()
+    shared = shared_books()
     clock = Clock()
     a, b = engine(clock=clock, books=shared), engine(clock=clock, books=shared)
     with ThreadPoolExecutor(32) as pool:
@@ -178,7 +189,7 @@ def test_replicas_sharing_one_book_are_exact() -> None:
 
 
 def test_lagging_replica_keeps_counting_through_the_ledger() -> None:
-    shared = local_books()
+    shared = shared_books()
     clock = Clock()
     fast, slow = synced_store(), synced_store()
     a = engine(fast, clock, shared, observed_grace=5)
@@ -237,6 +248,16 @@ def test_waiting_beyond_the_timeout_fails_closed() -> None:
         assert first.result().allowed
     assert outcome.code == 503 and "timed out waiting" in outcome.message
     assert "follower" not in e.reservations("team-a")
+
+
+def test_single_replica_book_drops_observed_reservations_at_once() -> None:
+    store = synced_store()
+    books = local_books()
+    e = engine(store, books=books)
+    assert admit(e, "a").allowed
+    store.apply("ADDED", make_pod("pod-a", "team-a", uid="a"))
+    assert admit(e, "b").allowed
+    assert set(books("team-a").read()) == {"b"}
 
 
 def test_reservation_codec_round_trip_and_garbage() -> None:
