@@ -460,6 +460,24 @@ class QuotaEngine:
         return verdicts
 
     # --- introspection (tests, metrics) ----------------------------------------------------------------
+    def samples(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """Scrape-time samples for qosgate.metrics.STATE: `STATE.register("quota", engine.samples)`.
+
+        Counters are plain ints bumped without a lock (leaders of different namespaces may race): close
+        enough for monitoring, never used for decisions.
+        """
+        stats = self.stats
+        help_text = "Quota admissions of pods asking for a class, by outcome (since start)."
+        return [
+            ("qosgate_quota_admissions", help_text, {"outcome": "admitted"}, stats.admitted),
+            ("qosgate_quota_admissions", help_text, {"outcome": "denied"}, stats.denied),
+            ("qosgate_quota_admissions", help_text, {"outcome": "unavailable"}, stats.unavailable),
+            ("qosgate_quota_batches", "Group-commit batches decided (one ledger write each at most).", {},
+             stats.batches),
+            ("qosgate_quota_batched_requests", "Requests decided in those batches.", {}, stats.batched_requests),
+            ("qosgate_quota_ready", "1 when the pod cache and quota ConfigMaps are synced.", {}, float(self.ready)),
+        ]
+
     def reservations(self, namespace: str) -> dict[str, Reservation]:
         """Live (unexpired) reservations of a namespace, as the book holds them."""
         now = self.clock()

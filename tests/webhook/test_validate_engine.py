@@ -294,3 +294,11 @@ def test_time_module_default_clock() -> None:
     before = time.time()
     assert admit(e, "u").allowed
     assert e.reservations("team-a")["u"].expires >= before + 30 - 0.001  # stored to the millisecond
+
+
+def test_metrics_samples() -> None:
+    e = engine()
+    assert admit(e, "u").allowed
+    samples = {(name, tuple(labels.items())): value for name, _, labels, value in e.samples()}
+    assert samples[("qosgate_quota_admissions", (("outcome", "admitted"),))] == 1
+    assert samples[("qosgate_quota_ready", ())] == 1.0
