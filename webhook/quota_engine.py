@@ -434,7 +434,8 @@ class QuotaEngine:
         """The pure heart, run under the book's read–modify–write (possibly several times on 409s)."""
         now = self.clock()
         self._prune_gone(now)
-        in_batch = {t.pod_uid for t in batch}
+        # A retried call for a pod already holding a reservation is decided afresh, not counted twice.
+        in_batch = {t.pod_uid for t in batch if not t.dry_run}
         entries: dict[str, Reservation | None] = {uid: self._decode(text) for uid, text in data.items()}
         # Cache first, then reservations: a pod the cache shows is counted there, never twice.
         base = self.pods.namespace_usage(namespace)
