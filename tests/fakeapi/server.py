@@ -9,6 +9,7 @@ trivial — which an asyncio server would make awkward.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import socket
@@ -368,6 +369,10 @@ class FakeAPIServer:
             self._thread.join(timeout=5)
         self._httpd = None
         self._admission.close()
+        if self._store.froze_gc:
+            # Give objects frozen after a bulk seed back to the collector (they are freed with the store).
+            gc.unfreeze()
+            self._store.froze_gc = False
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None

@@ -71,6 +71,22 @@ def summary(ev: dict[str, Any]) -> tuple[str, str]:
     return ev["type"], obj["metadata"].get("name", "")
 
 
+def until_bookmark(resp: Any, api: FakeAPIServer) -> list[tuple[str, str]]:
+    """Everything queued for a watch, read up to a forced bookmark (a sentinel instead of waiting for a timeout).
+
+    The watch must have been opened with allowWatchBookmarks; a bookmark is emitted only after every event
+    already queued for the watcher, so what precedes it is exactly the backlog.
+    """
+    api.send_bookmarks()
+    out = []
+    for ev in raw_events(resp):
+        if ev["type"] == "BOOKMARK":
+            break
+        out.append(summary(ev))
+    resp.close()
+    return out
+
+
 def test_official_watch_stream_sees_added_modified_deleted(core: client.CoreV1Api) -> None:
     rv = core.list_namespaced_config_map("default").metadata.resource_version
     w = watch.Watch()
@@ -87,31 +103,33 @@ def test_official_watch_stream_sees_added_modified_deleted(core: client.CoreV1Ap
     w.stop()
 
 
-def test_watch_replays_history_after_the_given_resource_version(core: client.CoreV1Api) -> None:
+def test_watch_replays_history_after_the_given_resource_version(
+    core: client.CoreV1Api, fake_api: FakeAPIServer
+) -> None:
     start = core.create_namespaced_config_map("default", configmap("x")).metadata.resource_version
     core.create_namespaced_config_map("default", configmap("y"))
     core.delete_namespaced_config_map("x", "default")
     core.create_namespaced_pod("default", pod("other-kind"))  # never shows up in a configmap watch
     resp = core.list_namespaced_config_map(
-        "default", watch=True, resource_version=start, timeout_seconds=1, _preload_content=False
+        "default", watch=True, resource_version=start, allow_watch_bookmarks=True, _preload_content=False
     )
-    got = [summary(e) for e in raw_events(resp)]
-    assert got == [("ADDED", "y"), ("DELETED", "x")]
+    assert until_bookmark(resp, fake_api) == [("ADDED", "y"), ("DELETED", "x")]
 
 
-def test_watch_from_zero_or_unset_starts_with_synthetic_added(core: client.CoreV1Api) -> None:
+def test_watch_from_zero_or_unset_starts_with_synthetic_added(core: client.CoreV1Api, fake_api: FakeAPIServer) -> None:
     core.create_namespaced_config_map("default", configmap("one"))
     core.create_namespaced_config_map("default", configmap("two"))
     for rv in ("0", None):
-        kwargs: dict[str, Any] = {"watch": True, "timeout_seconds": 1, "_preload_content": False}
+        kwargs: dict[str, Any] = {"watch": True, "allow_watch_bookmarks": True, "_preload_content": False}
         if rv is not None:
             kwargs["resource_version"] = rv
         resp = core.list_namespaced_config_map("default", **kwargs)
-        assert sorted(summary(e) for e in raw_events(resp)) == [("ADDED", "one"), ("ADDED", "two")]
+        assert sorted(until_bookmark(resp, fake_api)) == [("ADDED", "one"), ("ADDED", "two")]
 
 
 def test_bookmarks_carry_only_the_current_resource_version(core: client.CoreV1Api, fake_api: FakeAPIServer) -> None:
     rv = core.list_namespaced_config_map("default").metadata.resource_version
+    # The call returns once the response headers arrived, i.e. once the watch is registered.
     resp = core.list_namespaced_config_map(
         "default",
         watch=True,
@@ -120,10 +138,9 @@ def test_bookmarks_carry_only_the_current_resource_version(core: client.CoreV1Ap
         timeout_seconds=60,
         _preload_content=False,
     )
-    col = Collector(raw_events(resp))
     core.create_namespaced_pod("default", pod("moves-the-revision"))  # another resource: no configmap event
     fake_api.send_bookmarks()
-    ev = col.next()
+    ev = next(raw_events(resp))
     assert ev == {
         "type": "BOOKMARK",
         "object": {
@@ -194,21 +211,23 @@ def test_compaction_makes_old_resource_versions_gone(core: client.CoreV1Api, fak
     # The current revision itself is still watchable.
     current = core.list_namespaced_config_map("default").metadata.resource_version
     resp = core.list_namespaced_config_map(
-        "default", watch=True, resource_version=current, timeout_seconds=1, _preload_content=False
+        "default", watch=True, resource_version=current, allow_watch_bookmarks=True, _preload_content=False
     )
-    assert list(raw_events(resp)) == []
+    assert until_bookmark(resp, fake_api) == []
 
 
 def test_history_bound_compacts_automatically() -> None:
     with FakeAPIServer(history_size=10) as api:
         first = api.seed([configmap(f"c{i}") for i in range(20)])
-        with httpx.Client(base_url=api.url, headers={"Authorization": "Bearer admin"}, trust_env=False) as c:
-            r = c.get("/api/v1/configmaps", params={"watch": "1", "resourceVersion": str(first - 15)})
-            assert json.loads(r.text.splitlines()[0])["object"]["code"] == 410
-            r = c.get(
-                "/api/v1/configmaps", params={"watch": "1", "resourceVersion": str(first - 5), "timeoutSeconds": "1"}
-            )
-            assert len(r.text.splitlines()) == 5
+        core = client.CoreV1Api(api.api_client())
+        resp = core.list_namespaced_config_map(
+            "default", watch=True, resource_version=str(first - 15), _preload_content=False
+        )
+        assert next(raw_events(resp))["object"]["code"] == 410
+        resp = core.list_namespaced_config_map(
+            "default", watch=True, resource_version=str(first - 5), allow_watch_bookmarks=True, _preload_content=False
+        )
+        assert until_bookmark(resp, api) == [("ADDED", f"c{i}") for i in range(15, 20)]
 
 
 def test_label_selector_transitions_are_added_and_deleted(core: client.CoreV1Api) -> None:
@@ -221,28 +240,27 @@ def test_label_selector_transitions_are_added_and_deleted(core: client.CoreV1Api
         timeout_seconds=60,
         _preload_content=False,
     )
-    col = Collector(raw_events(resp))
     core.create_namespaced_config_map("default", configmap("q", labels={"quota": "false"}))
     core.patch_namespaced_config_map("q", "default", {"metadata": {"labels": {"quota": "true"}}})
     core.patch_namespaced_config_map("q", "default", {"data": {"k": "v"}})
     core.patch_namespaced_config_map("q", "default", {"metadata": {"labels": {"quota": None}}})
     core.delete_namespaced_config_map("q", "default")
     core.create_namespaced_config_map("default", configmap("end", labels={"quota": "true"}))
-    got = [summary(col.next()) for _ in range(4)]
+    events = raw_events(resp)
+    got = [summary(next(events)) for _ in range(4)]
     assert got == [("ADDED", "q"), ("MODIFIED", "q"), ("DELETED", "q"), ("ADDED", "end")]
     resp.close()
 
 
-def test_field_selector_on_node_name(core: client.CoreV1Api, fake_api: FakeAPIServer) -> None:
+def test_field_selector_on_node_name(core: client.CoreV1Api) -> None:
     rv = core.list_pod_for_all_namespaces().metadata.resource_version
     resp = core.list_pod_for_all_namespaces(
         watch=True, resource_version=rv, field_selector="spec.nodeName=n1", timeout_seconds=60, _preload_content=False
     )
-    col = Collector(raw_events(resp))
     core.create_namespaced_pod("default", pod("pending"))
     core.create_namespaced_pod("default", pod("elsewhere", node="n2"))
     core.create_namespaced_pod("default", pod("here", node="n1"))
-    assert summary(col.next()) == ("ADDED", "here")
+    assert summary(next(raw_events(resp))) == ("ADDED", "here")
     resp.close()
 
 
@@ -267,39 +285,37 @@ def test_drop_watches_cuts_streams_abruptly(core: client.CoreV1Api, fake_api: Fa
     # A fresh watch from the last seen revision resumes without loss.
     core.create_namespaced_config_map("default", configmap("after"))
     resp = core.list_namespaced_config_map(
-        "default", watch=True, resource_version=rv, timeout_seconds=1, _preload_content=False
+        "default", watch=True, resource_version=rv, allow_watch_bookmarks=True, _preload_content=False
     )
-    assert [summary(e) for e in raw_events(resp)] == [("ADDED", "before"), ("ADDED", "after")]
+    assert until_bookmark(resp, fake_api) == [("ADDED", "before"), ("ADDED", "after")]
 
 
 def test_send_initial_events_ends_with_an_annotated_bookmark(raw: httpx.Client) -> None:
     raw.post("/api/v1/namespaces/default/configmaps", json=configmap("x")).raise_for_status()
-    r = raw.get(
-        "/api/v1/namespaces/default/configmaps",
-        params={
-            "watch": "true",
-            "sendInitialEvents": "true",
-            "allowWatchBookmarks": "true",
-            "resourceVersionMatch": "NotOlderThan",
-            "timeoutSeconds": "1",
-        },
-    )
-    lines = [json.loads(x) for x in r.text.splitlines()]
-    assert summary(lines[0]) == ("ADDED", "x")
-    assert lines[1]["type"] == "BOOKMARK"
-    assert lines[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    params = {
+        "watch": "true",
+        "sendInitialEvents": "true",
+        "allowWatchBookmarks": "true",
+        "resourceVersionMatch": "NotOlderThan",
+    }
+    with raw.stream("GET", "/api/v1/namespaces/default/configmaps", params=params) as r:
+        lines = r.iter_lines()
+        first, second = json.loads(next(lines)), json.loads(next(lines))
+    assert summary(first) == ("ADDED", "x")
+    assert second["type"] == "BOOKMARK"
+    assert second["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
 def test_watch_wire_format_is_chunked_json_lines(raw: httpx.Client, fake_api: FakeAPIServer) -> None:
     rv = fake_api.resource_version
     raw.post("/api/v1/namespaces/default/configmaps", json=configmap("w")).raise_for_status()
-    r = raw.get(
-        "/api/v1/namespaces/default/configmaps",
-        params={"watch": "1", "resourceVersion": str(rv), "timeoutSeconds": "1"},
-    )
-    assert r.headers["transfer-encoding"] == "chunked"
-    assert r.headers["content-type"] == "application/json"
-    assert r.text.endswith("\n") and json.loads(r.text)["type"] == "ADDED"
+    with raw.stream(
+        "GET", "/api/v1/namespaces/default/configmaps", params={"watch": "1", "resourceVersion": str(rv)}
+    ) as r:
+        assert r.headers["transfer-encoding"] == "chunked"
+        assert r.headers["content-type"] == "application/json"
+        first = next(r.iter_raw())
+    assert first.endswith(b"\n") and json.loads(first)["type"] == "ADDED"
 
 
 def test_many_concurrent_watches(core: client.CoreV1Api, fake_api: FakeAPIServer) -> None:
@@ -310,9 +326,8 @@ def test_many_concurrent_watches(core: client.CoreV1Api, fake_api: FakeAPIServer
         )
         for _ in range(40)
     ]
-    cols = [Collector(raw_events(s)) for s in streams]
-    core.create_namespaced_config_map("default", configmap("fanout"))
-    assert all(summary(c.next()) == ("ADDED", "fanout") for c in cols)
     assert fake_api.open_watches() == 40
+    core.create_namespaced_config_map("default", configmap("fanout"))
+    assert all(summary(next(raw_events(s))) == ("ADDED", "fanout") for s in streams)
     for s in streams:
         s.close()
