@@ -85,8 +85,8 @@ class Ledger:
             current = dict((obj or {}).get("data") or {})
             data = dict(current)
             result = mutate(data)
-            if data == current and obj is not None:
-                return result
+            if data == current:
+                return result  # nothing to record (and nothing to create for a missing ConfigMap)
             _check_data(data)
             try:
                 if obj is None:

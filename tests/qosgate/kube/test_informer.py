@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
@@ -274,3 +275,39 @@ def test_start_twice_is_an_error(client: ApiClient) -> None:
     finally:
         informer.stop()
     assert isinstance(informer.store, PodStore)
+
+
+class GatedPodStore(PodStore):
+    """Blocks the informer inside its first LIST (at the first pod converted) until the test lets go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def _convert(self, obj: Mapping[str, Any]) -> PodRecord:
+        if not self.reached.is_set():
+            self.reached.set()
+            self.release.wait(20)
+        return super()._convert(obj)
+
+
+def test_expired_continue_token_falls_back_to_a_whole_list(client: ApiClient, api: FakeAPIServer) -> None:
+    create_namespace(client, "alpha")
+    for i in range(20):
+        create(client, make_pod(f"p-{i}", "alpha"))
+    store = GatedPodStore()
+    informer = Informer(client, "/api/v1/pods", store, page_size=5, name="pods", **FAST)
+    informer.start()
+    try:
+        assert store.reached.wait(20)
+        # A write, then compaction up to it: the list's revision is now history, so the next page answers 410.
+        create(client, make_pod("late", "alpha"))
+        api.compact()
+        store.release.set()
+        assert informer.wait_for_sync(20)
+        assert len(store) == 21 and store.get_by_name("alpha", "late") is not None, informer.stats()
+        assert informer.last_error is not None and "410" in informer.last_error
+        assert informer.lists == 1  # the half-done paginated list never reached the store
+    finally:
+        informer.stop()

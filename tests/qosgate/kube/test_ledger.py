@@ -8,7 +8,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 from qosgate.kube.ledger import Ledger, LedgerConflictError
-from qosgate.kube.rest import request_json
+from qosgate.kube.rest import ApiError, request_json
 from tests.qosgate.kube.kubeops import create_namespace
 
 NS = "qosgate-system"
@@ -39,6 +39,10 @@ def test_creates_on_first_update_and_reads_back(client: ApiClient, namespace: st
 
 def test_abort_and_no_change_write_nothing(client: ApiClient, namespace: str) -> None:
     ledger = Ledger(client, namespace, "ledger")
+    assert ledger.update(lambda data: len(data)) == 0
+    with pytest.raises(ApiError) as missing:
+        request_json(client, "GET", f"/api/v1/namespaces/{namespace}/configmaps/ledger")
+    assert missing.value.not_found  # a decision that records nothing creates nothing
     ledger.update(increment)
 
     def refuse(data: dict[str, str]) -> None:
