@@ -231,16 +231,16 @@ class Informer:
     def _run(self) -> None:
         need_list = True
         failures = 0
+        gone_in_a_row = 0
         while not self._stop.is_set():
             try:
                 if need_list:
                     self._list()
                     need_list = False
                     failures = 0
-                    self._backoff.reset()
                 opened = time.monotonic()
                 if self._watch() or time.monotonic() - opened >= self.watch_timeout / 2:
-                    failures = 0
+                    failures = gone_in_a_row = 0
                     self._backoff.reset()
                     continue  # the watch ended normally (server timeout): re-watch at once
                 if self._stop.is_set():
@@ -252,7 +252,10 @@ class Informer:
                 log.info("informer %s: %s; relisting", self.name, exc)
                 self.last_error = str(exc)
                 need_list = True
-                continue
+                gone_in_a_row += 1
+                if gone_in_a_row == 1:
+                    continue  # the usual case: relist at once
+                # Expired again right after a relist: the server compacts faster than we list; do not spin.
             except KubeError as exc:
                 self.last_error = str(exc)
                 failures += 1
