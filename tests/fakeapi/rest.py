@@ -187,6 +187,9 @@ class RestAPI:
             if m != "POST":
                 raise _not_allowed()
             return self._binding(req, info.namespace, info.name)
+        if rt.namespaced and not info.namespace and m not in ("GET", "HEAD"):
+            # Writes to the all-namespaces collection (e.g. POST /api/v1/pods) are not routes upstream.
+            raise _not_allowed()
         if info.legacy_watch or (m == "GET" and parse_bool("watch", req.query.get("watch"))):
             return self._watch(req, rt)
         if m in ("GET", "HEAD"):

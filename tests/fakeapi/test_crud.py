@@ -365,6 +365,8 @@ def test_unknown_resource_and_bad_method(raw: httpx.Client) -> None:
     assert raw.get("/api/v1/widgets").status_code == 404
     r = raw.put("/api/v1/namespaces/default/pods", json={})
     assert r.status_code == 405 and r.json()["reason"] == "MethodNotAllowed"
+    assert raw.post("/api/v1/pods", json=pod("p")).status_code == 405
+    assert raw.get("/api/v1/pods/p").status_code == 404
 
 
 def test_helpers_bypass_http(fake_api: FakeAPIServer, core: client.CoreV1Api) -> None:
