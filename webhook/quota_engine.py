@@ -246,11 +246,12 @@ class _Ticket:
     done: bool = False
     leader: bool = False
     abandoned: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(slots=True)
 class _Lane:
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     queue: list[_Ticket] = field(default_factory=list)
     busy: bool = False
 
@@ -378,36 +379,46 @@ class QuotaEngine:
         return lane
 
     def _run(self, ticket: _Ticket) -> None:
-        """Group commit: lead a batch, or wait for a leader to decide this ticket (or hand over the lead)."""
+        """Group commit: lead a batch, or wait for a leader to decide this ticket (or hand over the lead).
+
+        Each ticket has its own event, so finishing a batch wakes exactly its requests and the next leader —
+        not every thread queued in the namespace.
+        """
         lane = self._lane(ticket.namespace)
-        with lane.cond:
+        with lane.lock:
             lane.queue.append(ticket)
-            if lane.busy:
-                deadline = time.monotonic() + self.wait_timeout
-                while not ticket.done and not ticket.leader:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        ticket.abandoned = True
-                        if ticket in lane.queue:
-                            lane.queue.remove(ticket)
-                        ticket.error = f"namespace {ticket.namespace}: timed out waiting for earlier admissions"
-                        return
-                    lane.cond.wait(remaining)
-                if ticket.done:
+            if not lane.busy:
+                lane.busy = ticket.leader = True
+        if not ticket.leader and not ticket.wake.wait(self.wait_timeout):
+            with lane.lock:
+                if not ticket.done and not ticket.leader:
+                    # Still queued, or in a batch already being decided: either way its caller gives up now.
+                    # (A reservation made for it by that batch simply expires: the pod is refused.)
+                    ticket.abandoned = True
+                    if ticket in lane.queue:
+                        lane.queue.remove(ticket)
+                    ticket.error = f"namespace {ticket.namespace}: timed out waiting for earlier admissions"
                     return
-            lane.busy = True
+        if ticket.done:
+            return
+        with lane.lock:
             batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
+        successor: _Ticket | None = None
         try:
             self._decide_batch(ticket.namespace, batch)
         finally:
-            with lane.cond:
+            with lane.lock:
                 for item in batch:
                     item.done = True
                 if lane.queue:
-                    lane.queue[0].leader = True  # hand over: that thread takes the next batch
+                    successor = lane.queue[0]
+                    successor.leader = True  # hand over: that thread takes the next batch
                 else:
                     lane.busy = False
-                lane.cond.notify_all()
+            for item in batch:
+                item.wake.set()
+            if successor is not None:
+                successor.wake.set()
 
     def _decide_batch(self, namespace: str, batch: list[_Ticket]) -> None:
         self.stats.batches += 1
