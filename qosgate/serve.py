@@ -28,7 +28,6 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
-from qosgate.catalog import CatalogHolder, load_catalog_file
 from qosgate.errors import QosgateError
 from qosgate.logs import configure_logging
 from qosgate.metrics import STATE
@@ -158,14 +157,9 @@ def _api_client(args: argparse.Namespace) -> Any:
 
 
 def build_webhook(args: argparse.Namespace, runtime: Runtime, api: Any | None) -> FastAPI:
-    from webhook.app import create_webhook_app
-    from webhook.wiring import build_webhook_validator
+    from webhook.wiring import build_webhook_app
 
-    catalog = CatalogHolder()
-    if args.catalog:
-        catalog = CatalogHolder(load_catalog_file(args.catalog), args.catalog)
-    validate = build_webhook_validator(args, runtime, catalog, api)
-    return create_webhook_app(catalog, validate=validate, is_ready=runtime.readiness)
+    return build_webhook_app(args, runtime, api)
 
 
 def build_extender(args: argparse.Namespace, runtime: Runtime, api: Any | None) -> FastAPI:

@@ -1,0 +1,94 @@
+"""Assemble the webhook for `qosgate serve webhook`: catalog source, caches, quota engine, readiness, metrics.
+
+Cluster mode watches the pods (usage), the quota ConfigMaps, and — unless `--catalog FILE` is given — the
+catalog ConfigMap, whose valid versions replace the catalog in force (an invalid one is logged and the last
+valid catalog stays). The accounting mode (annotated / kubelet) is fixed by the catalog at start-up: changing
+the backend to or from kubelet takes a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+
+from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
+from qosgate.catalog import CatalogHolder, load_catalog_file
+from qosgate.errors import QosgateError
+from qosgate.metrics import STATE
+from webhook.app import create_webhook_app
+from webhook.checks.settings import ValidatorSettings
+from webhook.validate import add_validate_route, build_validator
+
+log = logging.getLogger("qosgate.webhook")
+
+
+def _catalog_ref(args: argparse.Namespace) -> tuple[str, str]:
+    ref = getattr(args, "catalog_configmap", None) or f"{SYSTEM_NAMESPACE}/{CATALOG_CONFIGMAP}"
+    namespace, slash, name = ref.partition("/")
+    if not slash or not namespace or not name:
+        raise QosgateError(f"--catalog-configmap {ref!r}: expected NAMESPACE/NAME")
+    return namespace, name
+
+
+def settings_from_args(args: argparse.Namespace) -> ValidatorSettings:
+    namespace, name = _catalog_ref(args)
+    groups = frozenset(g.strip() for g in (getattr(args, "admin_groups", "") or "").split(",") if g.strip())
+    users = frozenset(u.strip() for u in (getattr(args, "admin_users", "") or "").split(",") if u.strip())
+    return ValidatorSettings(admin_users=users, admin_groups=groups, catalog_namespace=namespace,
+                             catalog_name=name)
+
+
+def watch_catalog(api: Any, holder: CatalogHolder, namespace: str, name: str) -> Any:
+    """Keep `holder` on the newest valid catalog ConfigMap; returns the started informer."""
+    from qosgate.kube.informer import Informer
+    from qosgate.kube.store import ObjectStore
+
+    store = ObjectStore()
+
+    def on_change(_old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if new is None:
+            log.warning("catalog ConfigMap %s/%s deleted: keeping the catalog in force", namespace, name)
+            return
+        error = holder.update_from_configmap(new)
+        if error:
+            log.error("catalog ConfigMap rejected, keeping the last valid catalog", extra={"detail": error})
+        else:
+            holder.source = f"configmap {namespace}/{name}"
+            log.info("catalog loaded from configmap %s/%s", namespace, name)
+
+    store.subscribe(on_change)
+    informer = Informer(api, f"/api/v1/namespaces/{namespace}/configmaps", store,
+                        field_selector=f"metadata.name={name}", name="catalog")
+    informer.start()
+    return informer
+
+
+def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
+    """The webhook app; registers stoppers and readiness checks on `runtime` (qosgate.serve.Runtime)."""
+    holder = CatalogHolder(load_catalog_file(args.catalog), args.catalog) if args.catalog else CatalogHolder()
+    settings = settings_from_args(args)
+    app = create_webhook_app(holder, is_ready=runtime.readiness)
+    if api is None:
+        add_validate_route(app, build_validator(holder, None, settings))
+        return app
+
+    from qosgate.kube.informer import ClusterCache
+    from webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books
+
+    if not args.catalog:
+        catalog_informer = watch_catalog(api, holder, settings.catalog_namespace, settings.catalog_name)
+        runtime.stoppers.append(catalog_informer.stop)
+        # The catalog decides the accounting mode of the caches: wait briefly for the ConfigMap, if any.
+        catalog_informer.wait_for_sync(30.0)
+    cache = ClusterCache(api, holder.current.accounting, watch_nodes=False, watch_quota_configmaps=True)
+    cache.start()
+    runtime.stoppers.append(cache.stop)
+    runtime.readiness.checks["caches synced"] = lambda: cache.ready
+    engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(api),
+                         ttl=args.reservation_ttl)
+    STATE.register("quota", engine.samples)
+    add_validate_route(app, build_validator(holder, engine, settings))
+    return app
