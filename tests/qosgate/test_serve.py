@@ -1,0 +1,146 @@
+"""`qosgate serve` as a real process: local mode, and cluster mode against the fake API acting as apiserver."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from tests.support.tls import eventually, https_client
+
+EXTENDER_HOSTNAME = "qosgate-extender.qosgate-system.svc"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], cert_dir: Path, ports: dict[str, int], log: Path):
+        self.process, self.cert_dir, self.ports, self.log = process, cert_dir, ports, log
+
+    def health(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.ports['health']}{path}", timeout=5, trust_env=False)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(*extra: str) -> Served:
+        ports = {"webhook": free_port(), "extender": free_port(), "health": free_port()}
+        cert_dir = tmp_path / "certs"
+        log = tmp_path / f"serve-{len(started)}.log"
+        command = [sys.executable, "-m", "qosgate.cli", "serve", "all", "--cert-dir", str(cert_dir),
+                   "--host", "127.0.0.1", "--port", str(ports["webhook"]), "--extender-port", str(ports["extender"]),
+                   "--health-port", str(ports["health"]), "--shutdown-delay", "1", *extra]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        served = Served(process, cert_dir, ports, log)
+        started.append(served)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"qosgate serve exited {process.returncode}:\n{log.read_text()}")
+            try:
+                return served.health("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually(ready, timeout=60)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.wait()
+
+
+def review(annotations: dict[str, str], uid: str = "u-1") -> dict:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
+        "operation": "CREATE", "userInfo": {"username": "alice"},
+        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "annotations": annotations},
+                   "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}}}}
+
+
+def test_local_mode_serves_webhook_and_extender_over_verified_https(serve):
+    served = serve("--local")
+    with https_client(served.cert_dir, served.ports["webhook"], timeout=10) as webhook:
+        answer = webhook.post("/mutate", json=review({"qos-resources.qosgate.io": "memory-qos=gold"})).json()
+        assert answer["response"]["allowed"] is True and "patch" in answer["response"]
+        denied = webhook.post("/validate", json=review({"qos-resources.qosgate.io": "memory-qos=tin"})).json()
+        assert denied["response"]["allowed"] is False
+    args = {"Pod": {"metadata": {"name": "p", "namespace": "team-a", "uid": "u",
+                                 "annotations": {"qosgate.io/memory-min": str(2**30)}}},
+            "Nodes": {"items": [{"metadata": {"name": "big"}, "status": {"allocatable": {"memory": "8Gi"}}},
+                                {"metadata": {"name": "small"}, "status": {"allocatable": {"memory": "1Gi"}}}]}}
+    with https_client(served.cert_dir, served.ports["extender"], EXTENDER_HOSTNAME, timeout=10) as extender:
+        result = extender.post("/filter", json=args).json()
+    assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["big"]
+    assert "small" in result["FailedAndUnresolvableNodes"]
+    metrics = served.health("/metrics").text
+    assert 'qosgate_admission_requests_total{decision="allowed",operation="CREATE",reason="",webhook="mutate"}' \
+        in metrics
+    assert "qosgate_certificate_expiry_timestamp_seconds" in metrics
+
+
+def test_sigterm_fails_readiness_first_then_exits_cleanly(serve):
+    served = serve("--local", "--shutdown-delay", "3")
+    served.process.send_signal(signal.SIGTERM)
+    eventually(lambda: served.health("/readyz").status_code == 503, timeout=10)
+    assert "shutting down" in served.health("/readyz").text
+    assert served.process.wait(timeout=60) == 0
+
+
+def test_missing_certificates_with_no_generate_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "qosgate.cli", "serve", "webhook", "--local", "--no-generate-certs",
+                             "--cert-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 1
+    assert "--cert-dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fake_api, tmp_path):
+    kubeconfig = fake_api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+    fake_api.seed([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        for name in ("qosgate-system", "team-a")
+    ] + [{"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "quota", "namespace": "team-a", "labels": {"qosgate.io/quota": "true"}},
+          "data": {"quota.yaml": "pod:\n- name: memory-qos\n  classes:\n  - {name: gold, capacity: 1}\n"}}])
+    served = serve("--kubeconfig", kubeconfig)
+    ca = (served.cert_dir / "ca.crt").read_bytes()
+    for kind, path in (("mutating", "mutate"), ("validating", "validate")):
+        fake_api.add_admission_webhook(f"{path}.qosgate.io", kind=kind,
+                                       url=f"https://127.0.0.1:{served.ports['webhook']}/{path}", ca_pem=ca,
+                                       server_hostname="qosgate-webhook.qosgate-system.svc")
+    core = k8s.CoreV1Api(fake_api.api_client())
+
+    def gold_pod() -> dict:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "web-", "annotations": {"qos-resources.qosgate.io": "memory-qos=gold"}},
+                "spec": {"containers": [{"name": "app", "image": "web",
+                                         "resources": {"requests": {"memory": "1Gi"}}}]}}
+
+    created = core.create_namespaced_pod("team-a", gold_pod())
+    assert created.metadata.annotations["qosgate.io/memory-min"] == str(2**30)
+    assert created.metadata.annotations["memory.min.memory-qos.nri.io/app"] == str(2**30)
+    with pytest.raises(ApiException) as denied:
+        core.create_namespaced_pod("team-a", gold_pod())
+    assert denied.value.status == 403
+    assert "capacity 1/1" in denied.value.body
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=60) == 0
