@@ -5,6 +5,11 @@ requests get a 400 with the reason; nothing a client sends can produce a 500. De
 take — it is not the Lease leader, or its caches are not synced — come back as the wire's own `Error`
 field, which kube-scheduler reports and retries the pod on.
 
+The three verbs are served by a small ASGI layer in front of FastAPI rather than as FastAPI routes: the
+scheduler calls filter → prioritize → bind for every pod, one pod at a time, and FastAPI's per-request
+routing and Request/Response objects cost about as much as the decision itself (≈0.15 ms of ≈0.35 ms per
+call measured on this stack). Health, readiness and metrics stay ordinary FastAPI routes.
+
 filter and prioritize run on the event loop: they are pure CPU under one lock, and a thread hop would only
 add latency. bind runs in the threadpool because it waits for the API's answer, and many binds must be in
 flight at once for the scheduler's asynchronous binding to pay off.
@@ -15,10 +20,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from anyio import to_thread
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from extender.state import Binder, ExtenderState
 from extender.wire import (
@@ -34,69 +41,83 @@ from qosgate.metrics import EXTENDER_LATENCY, EXTENDER_RESULTS
 
 log = logging.getLogger("qosgate.extender")
 
-JSON = "application/json"
-# The `Nodes` form of a 5,000-node cluster carries every Node object (~10 KiB each with images).
+# The `Nodes` form of a 5,000-node cluster carries every Node object (~5–10 KiB each with images).
 MAX_ARGS_BYTES = 256 * 1024 * 1024
 MAX_BINDING_BYTES = 64 * 1024
 NOT_READY = ("this qosgate extender replica is not serving: it is not the leader or its caches are not "
              "synced yet; the scheduler will retry")
+
+# A verb: body → (HTTP status, JSON body).
+Handler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _TooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(encode_binding_result(message), status_code=status, media_type=JSON)
+class VerbRouter:
+    """ASGI middleware serving `POST /<verb>` from `handlers`; every other request goes to `app`."""
 
+    def __init__(self, app: ASGIApp, handlers: dict[str, tuple[str, int, Handler]]) -> None:
+        self.app = app
+        self.handlers = handlers  # path → (metric label, body limit, handler)
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type=JSON)
-
-
-Handler = Callable[[Request, bytes], Awaitable[Response]]
-
-
-def _verb(verb: str, limit: int, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Common shell: size limit, 400 on malformed input, latency metric, no 500s."""
-
-    async def endpoint(request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = self.handlers.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if entry is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        verb, limit, handler = entry
         started = time.perf_counter()
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         try:
-            body = await _read_body(request, limit)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _TooLarge
+            body = await _read_body(receive, limit)
+            status, payload = await handler(body)
+        except _Disconnected:
+            return  # the scheduler gave up (its httpTimeout); nobody to answer
         except _TooLarge:
             EXTENDER_RESULTS.labels(verb, "too_large").inc()
-            return _error(413, f"request body larger than {limit} bytes")
-        try:
-            response = await handler(request, body)
+            status, payload = 413, encode_binding_result(f"request body larger than {limit} bytes")
         except WireError as exc:
             EXTENDER_RESULTS.labels(verb, "malformed").inc()
-            return _error(400, str(exc))
+            status, payload = 400, encode_binding_result(str(exc))
         except Exception as exc:  # a decoder bug on hostile input: still the client's request that failed
             log.exception("%s: unexpected failure", verb)
             EXTENDER_RESULTS.labels(verb, "error").inc()
-            return _error(400, f"cannot process this {verb} request ({type(exc).__name__})")
+            status, payload = 400, encode_binding_result(f"cannot process this {verb} request "
+                                                         f"({type(exc).__name__})")
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
         EXTENDER_LATENCY.labels(verb).observe(time.perf_counter() - started)
-        return response
-
-    return endpoint
 
 
-def _add_health(app: FastAPI, is_ready: Callable[[], bool]) -> None:
+def _health_app(title: str, is_ready: Callable[[], bool]) -> FastAPI:
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response("ok", media_type="text/plain")
@@ -111,46 +132,57 @@ def _add_health(app: FastAPI, is_ready: Callable[[], bool]) -> None:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    return app
+
+
+def _mount(app: FastAPI, prefix: str, filter_: Handler, prioritize: Handler, bind: Handler) -> FastAPI:
+    handlers: dict[str, Any] = {
+        "/filter": (f"{prefix}filter", MAX_ARGS_BYTES, filter_),
+        "/prioritize": (f"{prefix}prioritize", MAX_ARGS_BYTES, prioritize),
+        "/bind": (f"{prefix}bind", MAX_BINDING_BYTES, bind),
+    }
+    app.add_middleware(VerbRouter, handlers=handlers)
+    return app
+
 
 def create_extender_app(state: ExtenderState, binder: Binder, is_ready: Callable[[], bool]) -> FastAPI:
     """The extender for kube-scheduler: `is_ready` = caches synced AND this replica holds the Lease."""
-    app = FastAPI(title="qosgate scheduler extender", docs_url=None, redoc_url=None, openapi_url=None)
 
-    async def filter_(_: Request, body: bytes) -> Response:
+    async def filter_(body: bytes) -> tuple[int, bytes]:
         args = decode_args(body)
         if not is_ready():
             EXTENDER_RESULTS.labels("filter", "not_ready").inc()
-            return _json(encode_filter_error(args, NOT_READY))
+            return 200, encode_filter_error(args, NOT_READY)
         try:
             result = state.filter(args.pod, args.node_names, args.node_items)
         except Exception:  # a bug: fail this attempt visibly (the scheduler retries), never a 500
             log.exception("filter failed")
             EXTENDER_RESULTS.labels("filter", "error").inc()
-            return _json(encode_filter_error(args, "qosgate extender internal error; see its logs"))
+            return 200, encode_filter_error(args, "qosgate extender internal error; see its logs")
         EXTENDER_RESULTS.labels("filter", "fits" if result.passed else "unschedulable").inc()
-        return _json(encode_filter_result(args, result.passed, result.failed, result.unresolvable))
+        return 200, encode_filter_result(args, result.passed, result.failed, result.unresolvable)
 
-    async def prioritize(_: Request, body: bytes) -> Response:
+    async def prioritize(body: bytes) -> tuple[int, bytes]:
         args = decode_args(body)
         if not is_ready():
             # Prioritize errors are ignored by the scheduler; flat scores say the same without log noise.
-            return _json(encode_priorities([(name, 0) for name in args.node_names]))
+            return 200, encode_priorities([(name, 0) for name in args.node_names])
         try:
             scores = state.prioritize(args.pod, args.node_names, args.node_items)
         except Exception:
             log.exception("prioritize failed")
             EXTENDER_RESULTS.labels("prioritize", "error").inc()
             scores = [(name, 0) for name in args.node_names]
-        return _json(encode_priorities(scores))
+        return 200, encode_priorities(scores)
 
-    async def bind(_: Request, body: bytes) -> Response:
+    async def bind(body: bytes) -> tuple[int, bytes]:
         args = decode_binding(body)
         if not is_ready():
             EXTENDER_RESULTS.labels("bind", "not_ready").inc()
-            return _json(encode_binding_result(NOT_READY))
+            return 200, encode_binding_result(NOT_READY)
         try:
-            error = await run_in_threadpool(state.bind, args.pod_namespace, args.pod_name, args.pod_uid,
-                                            args.node, binder)
+            error = await to_thread.run_sync(state.bind, args.pod_namespace, args.pod_name, args.pod_uid,
+                                             args.node, binder)
         except Exception:
             log.exception("bind failed")
             error = "qosgate extender internal error while binding; see its logs"
@@ -158,33 +190,24 @@ def create_extender_app(state: ExtenderState, binder: Binder, is_ready: Callable
         if error:
             log.info("bind refused", extra={"pod": f"{args.pod_namespace}/{args.pod_name}", "node": args.node,
                                             "detail": error})
-        return _json(encode_binding_result(error))
+        return 200, encode_binding_result(error)
 
-    app.add_api_route("/filter", _verb("filter", MAX_ARGS_BYTES, filter_), methods=["POST"])
-    app.add_api_route("/prioritize", _verb("prioritize", MAX_ARGS_BYTES, prioritize), methods=["POST"])
-    app.add_api_route("/bind", _verb("bind", MAX_BINDING_BYTES, bind), methods=["POST"])
-    _add_health(app, is_ready)
-    return app
+    return _mount(_health_app("qosgate scheduler extender", is_ready), "", filter_, prioritize, bind)
 
 
 def create_null_extender_app() -> FastAPI:
     """Benchmark baseline: same stack and codec, no decisions — every node passes, scores 0, binds nothing."""
-    app = FastAPI(title="null scheduler extender", docs_url=None, redoc_url=None, openapi_url=None)
 
-    async def filter_(_: Request, body: bytes) -> Response:
+    async def filter_(body: bytes) -> tuple[int, bytes]:
         args = decode_args(body)
-        return _json(encode_filter_result(args, args.node_names, {}, {}))
+        return 200, encode_filter_result(args, args.node_names, {}, {})
 
-    async def prioritize(_: Request, body: bytes) -> Response:
+    async def prioritize(body: bytes) -> tuple[int, bytes]:
         args = decode_args(body)
-        return _json(encode_priorities([(name, 0) for name in args.node_names]))
+        return 200, encode_priorities([(name, 0) for name in args.node_names])
 
-    async def bind(_: Request, body: bytes) -> Response:
+    async def bind(body: bytes) -> tuple[int, bytes]:
         decode_binding(body)
-        return _json(encode_binding_result(""))
+        return 200, encode_binding_result("")
 
-    app.add_api_route("/filter", _verb("null_filter", MAX_ARGS_BYTES, filter_), methods=["POST"])
-    app.add_api_route("/prioritize", _verb("null_prioritize", MAX_ARGS_BYTES, prioritize), methods=["POST"])
-    app.add_api_route("/bind", _verb("null_bind", MAX_BINDING_BYTES, bind), methods=["POST"])
-    _add_health(app, lambda: True)
-    return app
+    return _mount(_health_app("null scheduler extender", lambda: True), "null_", filter_, prioritize, bind)

@@ -131,7 +131,9 @@ class ExtenderClient:
             connection.request("POST", f"{self._prefix}/{verb}", body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:
+            # OSError / HTTPException normally; AttributeError/TypeError/ValueError when close() cut the
+            # connection from another thread mid-request. All mean "no answer".
             self._forget(connection)
             self._local.connection = None
             raise ExtenderUnavailable(f"{verb}: {type(exc).__name__}: {exc}") from None
@@ -174,6 +176,7 @@ class SimulationConfig:
     bind_duplicate_rate: float = 0.0  # the same bind is sent twice (a retry after a lost answer)
     nodes_per_filter: int = 0  # 0 = every node (percentageOfNodesToScore 100); else a rotating window
     give_up_after: float = 60.0  # seconds of an unreachable/erroring extender before a pod is given up
+    max_bind_attempts: int = 20  # binds refused this often mean the extender and the API disagree: give up
     retry_delay: float = 0.05  # pause after an extender error, so a restarting extender is not hammered
     create_workers: int = 8
     accounting: str = "annotated"  # for the final checks; must match the extender's
@@ -260,6 +263,7 @@ class _Item:
     pod: dict[str, Any]
     first_error: float | None = None
     epoch: int = 0  # capacity epoch when last found unschedulable
+    bind_attempts: int = 0
 
     @property
     def key(self) -> str:
@@ -287,6 +291,7 @@ class Simulator:
         self._inflight = 0
         self._epoch = 0
         self._window_start = 0
+        self._windows: dict[int, tuple[list[str], bytes]] = {}
         self._bind_rng = threading.local()
         self._seeds = itertools.count(self.config.seed * 7919 + 1)
 
@@ -360,6 +365,8 @@ class Simulator:
         """What the scheduler's informer would say: the pod's node in the API now ("" if unbound/gone)."""
         from qosgate.kube.rest import KubeError
 
+        if self.api is None:
+            return ""
         meta = pod["metadata"]
         try:
             current = self._request("GET", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}")
@@ -376,21 +383,46 @@ class Simulator:
             self._epoch += 1
             self._cond.notify_all()
 
-    def _window(self, names: Sequence[str]) -> list[str]:
+    def _window(self, names: Sequence[str]) -> tuple[list[str], bytes]:
+        """The next candidate list (rotating like the scheduler's nextStartNodeIndex) and its JSON.
+
+        Windows repeat, so their JSON is made once: the simulator should spend its time waiting for the
+        extender, not serialising the same 5,000 names again.
+        """
         count = self.config.nodes_per_filter
-        if not count or count >= len(names):
-            return list(names)
-        start = self._window_start
-        self._window_start = (start + count) % len(names)
-        return [names[(start + i) % len(names)] for i in range(count)]
+        start = 0
+        if count and count < len(names):
+            start = self._window_start
+            self._window_start = (start + count) % len(names)
+        cached = self._windows.get(start)
+        if cached is None:
+            window = list(names) if not count or count >= len(names) else \
+                [names[(start + i) % len(names)] for i in range(count)]
+            cached = self._windows[start] = (window, orjson.dumps(window))
+        return cached
+
+    @staticmethod
+    def _args(pod_json: bytes, names_json: bytes) -> bytes:
+        """ExtenderArgs in the NodeNames form, spliced from pre-serialised parts."""
+        return b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":' + names_json + b"}"
 
     def run(self) -> SimulationReport:
+        """Create the configured pods, schedule every pending pod of the namespace, check the result."""
         self.ensure_namespace()
         if self.config.pods:
             self.create_pods()
-        names = self.node_names()
+        self.schedule(self.pending_pods(), self.node_names())
+        self._final_checks()
+        return self.report
+
+    def schedule(self, pods: Sequence[dict[str, Any]], names: Sequence[str]) -> SimulationReport:
+        """Schedule the given pending pods over the given nodes.
+
+        Touches the API only to ask whether a pod whose bind failed landed after all (not at all when the
+        simulator has no `api`: the benchmark measures the extender alone this way).
+        """
         self.report.nodes = len(names)
-        self._queue.extend(_Item(pod) for pod in self.pending_pods())
+        self._queue.extend(_Item(pod) for pod in pods)
         started = time.perf_counter()
         step = 0
         with ThreadPoolExecutor(max(1, self.config.bind_workers), thread_name_prefix="sim-bind") as pool:
@@ -405,7 +437,6 @@ class Simulator:
         self.report.seconds = time.perf_counter() - started
         for item in self._parked:
             self.report.unschedulable.setdefault(item.key, "unschedulable")
-        self._final_checks()
         return self.report
 
     def _next_item(self) -> _Item | None:
@@ -437,10 +468,11 @@ class Simulator:
             self._queue.append(item)
 
     def _schedule(self, item: _Item, names: Sequence[str], pool: ThreadPoolExecutor) -> None:
-        candidates = self._window(names)
+        candidates, candidates_json = self._window(names)
+        pod_json = orjson.dumps(item.pod)
         self.report.filter_calls += 1
         try:
-            result = self.extender.call("filter", {"Pod": item.pod, "Nodes": None, "NodeNames": candidates})
+            result = self.extender.call("filter", self._args(pod_json, candidates_json))
         except ExtenderUnavailable as exc:
             self._extender_error(item, str(exc))
             return
@@ -448,7 +480,7 @@ class Simulator:
             self._extender_error(item, f"filter: {result['Error']}")
             return
         passed = list(result.get("NodeNames") or [])
-        if not set(passed) <= set(candidates):
+        if len(passed) != len(candidates) and not set(passed) <= set(candidates):
             # kube-scheduler fails the attempt when an extender claims a node it was not given.
             extra = sorted(set(passed) - set(candidates))
             self._extender_error(item, f"filter returned nodes it was not given: {extra}")
@@ -460,19 +492,32 @@ class Simulator:
                 self._parked.append(item)
                 self.report.unschedulable[item.key] = summarize_filter(result, len(candidates))
             return
-        node = passed[0] if len(passed) == 1 else self._pick(item, passed)
+        if len(passed) == 1:
+            node = passed[0]
+        else:
+            # Every candidate passing is the common case: its JSON is already made.
+            passed_json = candidates_json if passed == candidates else orjson.dumps(passed)
+            node = self._pick(pod_json, passed, passed_json)
         with self._cond:
             self._inflight += 1
         pool.submit(self._bind, item, node)
 
-    def _pick(self, item: _Item, passed: list[str]) -> str:
+    def _pick(self, pod_json: bytes, passed: list[str], passed_json: bytes) -> str:
+        """Highest extender score among the passing nodes, ties broken at random (selectHost)."""
         try:
-            scores = self.extender.call("prioritize", {"Pod": item.pod, "Nodes": None, "NodeNames": passed})
-            by_host = {entry["Host"]: int(entry["Score"]) for entry in scores if isinstance(entry, dict)}
+            scores = self.extender.call("prioritize", self._args(pod_json, passed_json))
+            allowed = set(passed)
+            by_host = {entry["Host"]: int(entry["Score"]) for entry in scores if entry["Host"] in allowed}
         except (ExtenderUnavailable, KeyError, TypeError, ValueError):
             by_host = {}  # prioritize errors are ignored by the scheduler
-        best = max(by_host.get(name, 0) for name in passed)
-        return self._rng.choice([name for name in passed if by_host.get(name, 0) == best])
+        if not by_host:
+            return self._rng.choice(passed)
+        best = max(by_host.values())
+        # A node the extender did not score counts 0, like in the scheduler's sum.
+        top = [name for name, value in by_host.items() if value == best]
+        if best <= 0:
+            top = [name for name in passed if by_host.get(name, 0) == best]
+        return self._rng.choice(top)
 
     def _rng_for_thread(self) -> random.Random:
         rng = getattr(self._bind_rng, "rng", None)
@@ -483,6 +528,10 @@ class Simulator:
     def _bind(self, item: _Item, node: str) -> None:
         try:
             self._bind_once(item, node)
+        except Exception as exc:  # never lose a pod to a bug in a worker: count it as a failed bind
+            with self._cond:
+                self.report.bind_failures += 1
+                self.report.errors[item.key] = f"bind worker failed: {type(exc).__name__}: {exc}"
         finally:
             with self._cond:
                 self._inflight -= 1
@@ -513,10 +562,13 @@ class Simulator:
             return
         # The scheduler forgets the assumed pod and requeues it — unless its informer shows it bound.
         landed = self._bound_node(item.pod)
+        item.bind_attempts += 1
         with self._cond:
             self.report.bind_failures += 1
             if landed:
                 self.report.placed[item.key] = landed
+            elif item.bind_attempts >= cfg.max_bind_attempts:
+                self.report.errors[item.key] = f"bind failed {item.bind_attempts} times, last: {error}"
             else:
                 self._queue.append(item)
         self.capacity_changed()

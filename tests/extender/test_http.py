@@ -176,3 +176,13 @@ def test_null_extender(extender_cert_dir: Path) -> None:
             {"Host": "a", "Score": 0}, {"Host": "b", "Score": 0}]
         binding = orjson.dumps({"PodName": "p", "PodNamespace": "d", "PodUID": "u", "Node": "a"})
         assert client.post("/bind", content=binding, headers=headers).json() == {"Error": ""}
+
+
+def test_oversized_binding_is_413(served: Served) -> None:
+    response = served.post("bind", b"{" + b" " * (65 * 1024) + b"}")
+    assert response.status_code == 413 and "larger than" in response.json()["Error"]
+
+
+def test_other_methods_and_paths_are_not_verbs(served: Served) -> None:
+    assert served.client.get("/filter").status_code in (404, 405)
+    assert served.client.get("/metrics").status_code == 200
