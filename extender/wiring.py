@@ -8,8 +8,10 @@ changing protectablePercent takes a restart, so all decisions of one process use
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,6 +61,17 @@ def state_samples(state: ExtenderState, nodes: NodeStore, pods: PodStore) -> Cal
     return provider
 
 
+def _freeze_after_sync(cache: Any) -> None:
+    """Once the first LIST is in, move the ~150,000 long-lived records out of the cyclic GC's sight.
+
+    Records hold no cycles (reference counting frees them), but every full collection would still walk
+    them all: tens of milliseconds that land on some unlucky filter's p99.
+    """
+    if cache.wait_for_sync():
+        gc.collect()
+        gc.freeze()
+
+
 def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
     """The extender app; starts what it needs and registers stoppers and readiness checks on `runtime`.
 
@@ -81,6 +94,7 @@ def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) 
     cache = ClusterCache(api, settings.accounting)
     state = ExtenderState(cache.pods, cache.nodes, settings)
     cache.start()
+    threading.Thread(target=_freeze_after_sync, args=(cache,), name="extender-gc-freeze", daemon=True).start()
     runtime.stoppers.append(cache.stop)
     runtime.readiness.checks["extender caches synced"] = lambda: cache.ready
     STATE.register("extender", state_samples(state, cache.nodes, cache.pods))
