@@ -37,6 +37,7 @@ class Ledger:
         backoff_initial: float = 0.005,
         backoff_max: float = 0.2,
         labels: dict[str, str] | None = None,
+        request_timeout: float = 2.0,
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -47,6 +48,11 @@ class Ledger:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.labels = dict(labels or {})
+        # Bounded so a hung API server fails one decision quickly instead of holding a namespace's queue.
+        self.request_timeout = request_timeout
+        # The object our own last write returned. When this replica is the only writer (the apiserver keeps
+        # its connection to one webhook endpoint), the next write can skip the GET; a 409 proves it stale.
+        self._last_written: dict[str, Any] | None = None
         self._counter_lock = threading.Lock()
         self.conflicts = 0  # 409s seen (metrics)
         self.writes = 0  # successful writes
@@ -62,7 +68,7 @@ class Ledger:
 
     def _get(self) -> dict[str, Any] | None:
         try:
-            return request_json(self.api_client, "GET", self._path)
+            return request_json(self.api_client, "GET", self._path, timeout=self.request_timeout)
         except ApiError as exc:
             if exc.not_found:
                 return None
@@ -80,12 +86,17 @@ class Ledger:
         argument. Raising from it aborts without writing. If it leaves the data unchanged nothing is
         written and its value is returned: the decision was made on the latest committed data.
         """
-        for attempt in range(self.max_attempts):
-            obj = self._get()
+        attempt = 0
+        cached = self._last_written
+        while attempt < self.max_attempts:
+            obj = cached if cached is not None else self._get()
             current = dict((obj or {}).get("data") or {})
             data = dict(current)
             result = mutate(data)
             if data == current:
+                if cached is not None:
+                    cached = None  # a decision that writes nothing must rest on committed data, not our copy
+                    continue
                 return result  # nothing to record (and nothing to create for a missing ConfigMap)
             _check_data(data)
             try:
@@ -93,24 +104,32 @@ class Ledger:
                     metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
                     if self.labels:
                         metadata["labels"] = self.labels
-                    request_json(self.api_client, "POST", self._collection,
-                                 body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+                    written = request_json(self.api_client, "POST", self._collection, timeout=self.request_timeout,
+                                           body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                                                 "data": data})
                 else:
                     # The resourceVersion we read rides along in metadata: the precondition for the write.
                     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata") or {},
                             "data": data}
                     if "binaryData" in obj:
                         body["binaryData"] = obj["binaryData"]
-                    request_json(self.api_client, "PUT", self._path, body=body)
+                    written = request_json(self.api_client, "PUT", self._path, body=body,
+                                           timeout=self.request_timeout)
             except ApiError as exc:
+                self._last_written = cached = None
                 if not exc.conflict:  # 409 covers both a stale update and a lost create race
                     raise
                 with self._counter_lock:
                     self.conflicts += 1
-                if attempt + 1 < self.max_attempts:
-                    ceiling = min(self.backoff_max, self.backoff_initial * 2 ** attempt)
+                attempt += 1
+                if attempt < self.max_attempts:
+                    ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
                     time.sleep(random.uniform(0, ceiling))
                 continue
+            except KubeError:
+                self._last_written = None
+                raise
+            self._last_written = written if isinstance(written.get("metadata"), dict) else None
             with self._counter_lock:
                 self.writes += 1
             return result

@@ -119,3 +119,30 @@ def test_create_race_is_a_conflict_too(client: ApiClient, namespace: str) -> Non
 
     assert ledger.update(create_behind_our_back) == 2
     assert ledger.conflicts == 1 and ledger.read() == {"counter": "2"}
+
+
+def test_sole_writer_skips_the_read_before_its_next_write(client: ApiClient, namespace: str, api) -> None:
+    ledger = Ledger(client, namespace, "solo")
+    ledger.update(increment)
+    gets_before = sum(1 for r in api.requests_log if r.verb == "get" and r.resource == "configmaps")
+    assert gets_before >= 1
+    assert ledger.update(increment) == 2
+    gets_after = sum(1 for r in api.requests_log if r.verb == "get" and r.resource == "configmaps")
+    assert gets_after == gets_before
+    assert ledger.read() == {"counter": "2"}
+
+
+def test_stale_own_copy_is_corrected_by_the_conflict(client: ApiClient, namespace: str) -> None:
+    ours, theirs = Ledger(client, namespace, "shared"), Ledger(client, namespace, "shared")
+    ours.update(increment)
+    theirs.update(increment)  # ours now holds an outdated copy
+    assert ours.update(increment) == 3
+    assert ours.read() == {"counter": "3"}
+
+
+def test_decision_that_writes_nothing_reads_committed_data(client: ApiClient, namespace: str) -> None:
+    ours, theirs = Ledger(client, namespace, "peek"), Ledger(client, namespace, "peek")
+    ours.update(increment)
+    theirs.update(increment)
+    # A decision that records nothing must not rest on our own stale copy (it would see counter 1).
+    assert ours.update(lambda data: data.get("counter")) == "2"
