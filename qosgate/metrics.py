@@ -8,7 +8,7 @@ never updates gauges it does not need to.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -71,3 +71,18 @@ class StateCollector(Collector):
 
 STATE = StateCollector()
 REGISTRY.register(STATE)
+
+
+def cache_samples(component: str, stats: Callable[[], Mapping[str, Mapping[str, object]]]) -> Provider:
+    """Watch-cache health per informer (from ClusterCache.stats), for a component (webhook / extender)."""
+
+    def provider() -> Iterable[Sample]:
+        for informer, values in stats().items():
+            labels = {"component": component, "informer": informer}
+            yield ("qosgate_cache_synced", "1 once the informer's initial list completed.", labels,
+                   float(bool(values.get("synced"))))
+            for counter in ("events", "relists", "reconnects"):
+                yield (f"qosgate_cache_{counter}", f"Informer {counter} since start.", labels,
+                       float(values.get(counter, 0) or 0))
+
+    return provider

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.catalog import CatalogHolder, load_catalog_file
 from qosgate.errors import QosgateError
-from qosgate.metrics import STATE
+from qosgate.metrics import STATE, Sample, cache_samples
 from webhook.app import create_webhook_app
 from webhook.checks.settings import ValidatorSettings
 from webhook.validate import add_validate_route, build_validator
@@ -66,6 +67,39 @@ def watch_catalog(api: Any, holder: CatalogHolder, namespace: str, name: str) ->
     return informer
 
 
+def quota_samples(quotas: Any, pods: Any, configmaps: Any) -> Callable[[], Iterable[Sample]]:
+    """Per namespace/class usage against capacity and maxMemoryMin, computed when Prometheus scrapes.
+
+    Exported for namespaces that have their own quota or pods using a class (where the default applies).
+    """
+
+    def provider() -> Iterable[Sample]:
+        namespaces = {r["metadata"].get("namespace", "") for r in configmaps.records()}
+        namespaces.update(ns for ns in pods.namespaces() if pods.namespace_usage(ns))
+        for namespace in sorted(namespaces):
+            lookup = quotas.quotas_for(namespace)
+            usage = pods.namespace_usage(namespace)
+            for quota in lookup.quotas:
+                for level in ("pod", "container"):
+                    for resource, classes in quota.limits(level).items():
+                        for klass, limit in classes.items():
+                            used = usage.get((resource, klass))
+                            labels = {"namespace": namespace, "resource": resource, "class": klass, "level": level}
+                            count = (used.pods if level == "pod" else used.containers) if used else 0
+                            yield ("qosgate_quota_used", "Class assignments in use (pods or containers).", labels,
+                                   float(count))
+                            if limit.capacity:
+                                yield ("qosgate_quota_capacity", "Class capacity of the quota (0 = unlimited).",
+                                       labels, float(limit.capacity))
+                            if limit.max_memory_min is not None:
+                                yield ("qosgate_quota_memory_min_used_bytes", "memory.min of pods using the class.",
+                                       labels, float(used.memory_min if used else 0))
+                                yield ("qosgate_quota_memory_min_cap_bytes", "maxMemoryMin of the class.", labels,
+                                       float(limit.max_memory_min))
+
+    return provider
+
+
 def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
     """The webhook app; registers stoppers and readiness checks on `runtime` (qosgate.serve.Runtime)."""
     holder = CatalogHolder(load_catalog_file(args.catalog), args.catalog) if args.catalog else CatalogHolder()
@@ -90,5 +124,7 @@ def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -
     engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(api),
                          ttl=args.reservation_ttl)
     STATE.register("quota", engine.samples)
+    STATE.register("quota-usage", quota_samples(engine.quotas, cache.pods, cache.quota_configmaps))
+    STATE.register("webhook-cache", cache_samples("webhook", cache.stats))
     add_validate_route(app, build_validator(holder, engine, settings))
     return app

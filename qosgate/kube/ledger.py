@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 
 from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.metrics import LEDGER_CONFLICTS
 
 T = TypeVar("T")
 
@@ -121,6 +122,7 @@ class Ledger:
                     raise
                 with self._counter_lock:
                     self.conflicts += 1
+                LEDGER_CONFLICTS.labels(self.name).inc()
                 attempt += 1
                 if attempt < self.max_attempts:
                     ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))

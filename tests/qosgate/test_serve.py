@@ -142,5 +142,14 @@ def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fa
         core.create_namespaced_pod("team-a", gold_pod())
     assert denied.value.status == 403
     assert "capacity 1/1" in denied.value.body
+    labels = 'class="gold",level="pod",namespace="team-a",resource="memory-qos"'
+
+    def usage_exported() -> bool:
+        metrics = served.health("/metrics").text
+        return f"qosgate_quota_used{{{labels}}} 1.0" in metrics
+    eventually(usage_exported, timeout=30)
+    metrics = served.health("/metrics").text
+    assert f"qosgate_quota_capacity{{{labels}}} 1.0" in metrics
+    assert 'qosgate_cache_synced{component="webhook",informer="pods"} 1.0' in metrics
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 0
