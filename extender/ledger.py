@@ -71,6 +71,10 @@ class Ledger:
         self._reservations: dict[str, dict[str, Reservation]] = {}  # uid → node → reservation
         self.reserved_memory: dict[str, int] = {}
         self.reserved_classes: dict[str, dict[ClassKey, int]] = {}
+        # bound + reserved per node in one dict: the filter's per-node loop reads only this.
+        self.used_memory_by_node: dict[str, int] = {}
+        # bound + reserved slots per class, then per node: a pod's classes are looked up once per call.
+        self.used_slots_by_class: dict[ClassKey, dict[str, int]] = {}
 
     # --- bound pods (from the watch) -------------------------------------------------------------------
     def set_pod(self, uid: str, node: str, memory_min: int, classes: frozenset[ClassKey]) -> None:
@@ -78,14 +82,18 @@ class Ledger:
         old = self._counted.pop(uid, None)
         if old is not None:
             _add(self.bound_memory, old.node, -old.memory_min)
+            _add(self.used_memory_by_node, old.node, -old.memory_min)
             if old.classes:
                 _add_classes(self.bound_classes, old.node, old.classes, -1)
+                self._add_slots(old.node, old.classes, -1)
         if node and (memory_min or classes):
             entry = _Entry(node, memory_min, classes or _NO_CLASSES)
             self._counted[uid] = entry
             _add(self.bound_memory, node, memory_min)
+            _add(self.used_memory_by_node, node, memory_min)
             if classes:
                 _add_classes(self.bound_classes, node, entry.classes, 1)
+                self._add_slots(node, entry.classes, 1)
 
     def observe(self, uid: str, node: str, active: bool, memory_min: int, classes: frozenset[ClassKey],
                 exists: bool = True) -> None:
@@ -103,8 +111,10 @@ class Ledger:
         self.release(reservation.uid, reservation.node)
         self._reservations.setdefault(reservation.uid, {})[reservation.node] = reservation
         _add(self.reserved_memory, reservation.node, reservation.memory_min)
+        _add(self.used_memory_by_node, reservation.node, reservation.memory_min)
         if reservation.classes:
             _add_classes(self.reserved_classes, reservation.node, reservation.classes, 1)
+            self._add_slots(reservation.node, reservation.classes, 1)
 
     def reservation(self, uid: str, node: str) -> Reservation | None:
         return self._reservations.get(uid, {}).get(node)
@@ -123,9 +133,17 @@ class Ledger:
         if not by_node:
             del self._reservations[uid]
         _add(self.reserved_memory, node, -reservation.memory_min)
+        _add(self.used_memory_by_node, node, -reservation.memory_min)
         if reservation.classes:
             _add_classes(self.reserved_classes, node, reservation.classes, -1)
+            self._add_slots(node, reservation.classes, -1)
         return reservation
+
+    def _add_slots(self, node: str, classes: frozenset[ClassKey], sign: int) -> None:
+        for key in classes:
+            _add(self.used_slots_by_class.setdefault(key, {}), node, sign)
+            if not self.used_slots_by_class[key]:
+                del self.used_slots_by_class[key]
 
     def release_all(self, uid: str) -> None:
         for node in list(self._reservations.get(uid, ())):
@@ -142,16 +160,30 @@ class Ledger:
         self._reservations.clear()
         self.reserved_memory.clear()
         self.reserved_classes.clear()
+        self.used_memory_by_node = dict(self.bound_memory)
+        self.used_slots_by_class = {}
+        for node, counts in self.bound_classes.items():
+            for key, count in counts.items():
+                self.used_slots_by_class.setdefault(key, {})[node] = count
 
     # --- reads -----------------------------------------------------------------------------------------
     def used_memory(self, node: str, exclude_uid: str = "") -> int:
         """Bound + reserved memory.min on the node, leaving out `exclude_uid`'s own reservation there."""
-        used = self.bound_memory.get(node, 0) + self.reserved_memory.get(node, 0)
+        used = self.used_memory_by_node.get(node, 0)
         if exclude_uid:
             own = self._reservations.get(exclude_uid, {}).get(node)
             if own is not None:
                 used -= own.memory_min
         return used
+
+    def class_count(self, node: str, key: ClassKey, exclude_uid: str = "") -> int:
+        """Bound + reserved slots of one class on the node (cheaper than class_counts for one key)."""
+        count = self.used_slots_by_class.get(key, {}).get(node, 0)
+        if exclude_uid:
+            own = self._reservations.get(exclude_uid, {}).get(node)
+            if own is not None and key in own.classes:
+                count -= 1
+        return count
 
     def class_counts(self, node: str, exclude_uid: str = "") -> dict[ClassKey, int]:
         """Bound + reserved slots per class on the node, leaving out `exclude_uid`'s own reservation."""
