@@ -43,7 +43,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         log = tmp_path / f"serve-{len(started)}.log"
         command = [sys.executable, "-m", "qosgate.cli", "serve", "all", "--cert-dir", str(cert_dir),
                    "--host", "127.0.0.1", "--port", str(ports["webhook"]), "--extender-port", str(ports["extender"]),
-                   "--health-port", str(ports["health"]), "--shutdown-delay", "1", *extra]
+                   "--health-port", str(ports["health"]), "--shutdown-delay", "1",
+                   # The fake apiserver pools idle TLS connections it never reads, so their close_notify is
+                   # never answered; bound that wait (kube-apiserver answers it).
+                   "--graceful-timeout", "3", *extra]
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         served = Served(process, cert_dir, ports, log)
