@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import os
 import random
@@ -228,23 +229,47 @@ async def latency(args: argparse.Namespace, ca_file: str, ports: list[int]) -> N
                f"api latency {args.api_latency * 1e3:.0f} ms" if args.api_latency else "stub API"))
 
 
-def throughput(args: argparse.Namespace, ca_file: str, ports: list[int]) -> None:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux); 0.0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def throughput(args: argparse.Namespace, ca_file: str, ports: list[int], server_pid: int) -> None:
     from qosgate.simulate import ExtenderClient, SimulationConfig, Simulator
 
     names = [node_name(i) for i in range(args.nodes)]
     first = args.bind_requests
-    pods = [pending_pod(i) for i in range(first, first + args.sim_pods)]
+    pods = [pending_pod(i) for i in range(first, first + 2 * args.sim_pods)]
     config = SimulationConfig(nodes_per_filter=min(500, args.nodes), bind_workers=args.bind_concurrency)
-    print(f"scheduling throughput: {args.sim_pods} pods, filter {config.nodes_per_filter} names → prioritize → "
-          f"bind ({config.bind_workers} in flight)")
-    for label, port in (("null extender", ports[0]), ("qosgate extender", ports[1])):
+    print(f"scheduling throughput: {args.sim_pods} pods per run, filter {config.nodes_per_filter} names → "
+          "prioritize → "
+          f"bind ({config.bind_workers} in flight); CPU ms per pod in each process, and the pods/s the "
+          "extender process could sustain on one core of its own")
+    runs = (("null extender", ports[0], True), ("qosgate extender", ports[1], True),
+            ("qosgate, no prioritize", ports[1], False))
+    offset = 0
+    for label, port, prioritize in runs:
         client = ExtenderClient(f"https://127.0.0.1:{port}", ca_file, HOSTNAME)
-        sim = Simulator(None, client, config)
-        report = sim.schedule(pods, names)
+        run_config = dataclasses.replace(config, prioritize=prioritize)
+        # Fresh pending pods for each qosgate run (its binds are real to the caches); the null binds nothing.
+        batch = pods[offset:offset + args.sim_pods]
+        if port == ports[1]:
+            offset += args.sim_pods
+        server_before, client_before = cpu_seconds(server_pid), time.process_time()
+        report = Simulator(None, client, run_config).schedule(batch, names)
+        server_cpu = (cpu_seconds(server_pid) - server_before) / max(len(report.placed), 1)
+        client_cpu = (time.process_time() - client_before) / max(len(report.placed), 1)
         client.close()
+        capacity = f"{1 / server_cpu:6.0f}" if server_cpu else "     ?"
         target = "  (target ≥ 700 pods/s)" if port == ports[1] else ""
-        print(f"  {label:<18} {report.pods_per_second:7.0f} pods/s  placed {len(report.placed)}, "
-              f"unschedulable {len(report.unschedulable)}, errors {len(report.errors)}{target}")
+        print(f"  {label:<24} {report.pods_per_second:5.0f} pods/s end to end;  CPU/pod: extender "
+              f"{server_cpu * 1e3:5.2f} ms, simulator {client_cpu * 1e3:5.2f} ms;  extender-bound "
+              f"{capacity} pods/s{target}  (placed {len(report.placed)}, errors {len(report.errors)})")
 
 
 def main() -> None:
@@ -266,7 +291,7 @@ def main() -> None:
     if args.serve:
         serve(args, *args.serve)
         return
-    pending = args.bind_requests + args.sim_pods
+    pending = args.bind_requests + 2 * args.sim_pods
     with tempfile.TemporaryDirectory() as tmp:
         paths = generate_certificates(os.path.join(tmp, "certs"), "qosgate-extender", "qosgate-system")
         port_file = os.path.join(tmp, "ports")
@@ -286,7 +311,7 @@ def main() -> None:
             print(f"cluster: {args.nodes} nodes, {args.pods} bound pods cached; server and client on separate "
                   f"processes (cpus: {os.cpu_count()})")
             asyncio.run(latency(args, str(paths.ca_cert), ports))
-            thread = threading.Thread(target=throughput, args=(args, str(paths.ca_cert), ports))
+            thread = threading.Thread(target=throughput, args=(args, str(paths.ca_cert), ports, child.pid))
             thread.start()
             thread.join()
         finally:

@@ -17,6 +17,7 @@ flight at once for the scheduler's asynchronous binding to pay off.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,12 @@ from extender.wire import (
 from qosgate.metrics import EXTENDER_LATENCY, EXTENDER_RESULTS
 
 log = logging.getLogger("qosgate.extender")
+
+
+@functools.cache
+def _result(verb: str, outcome: str) -> Any:
+    """The labelled counter child, resolved once per (verb, outcome)."""
+    return EXTENDER_RESULTS.labels(verb, outcome)
 
 # The `Nodes` form of a 5,000-node cluster carries every Node object (~5–10 KiB each with images).
 MAX_ARGS_BYTES = 256 * 1024 * 1024
@@ -82,6 +89,8 @@ class VerbRouter:
     def __init__(self, app: ASGIApp, handlers: dict[str, tuple[str, int, Handler]]) -> None:
         self.app = app
         self.handlers = handlers  # path → (metric label, body limit, handler)
+        # Labelled children resolved once: .labels() takes a lock and a dict lookup on every call.
+        self._latency = {verb: EXTENDER_LATENCY.labels(verb) for verb, _, _ in handlers.values()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = self.handlers.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -99,20 +108,20 @@ class VerbRouter:
         except _Disconnected:
             return  # the scheduler gave up (its httpTimeout); nobody to answer
         except _TooLarge:
-            EXTENDER_RESULTS.labels(verb, "too_large").inc()
+            _result(verb, "too_large").inc()
             status, payload = 413, encode_binding_result(f"request body larger than {limit} bytes")
         except WireError as exc:
-            EXTENDER_RESULTS.labels(verb, "malformed").inc()
+            _result(verb, "malformed").inc()
             status, payload = 400, encode_binding_result(str(exc))
         except Exception as exc:  # a decoder bug on hostile input: still the client's request that failed
             log.exception("%s: unexpected failure", verb)
-            EXTENDER_RESULTS.labels(verb, "error").inc()
+            _result(verb, "error").inc()
             status, payload = 400, encode_binding_result(f"cannot process this {verb} request "
                                                          f"({type(exc).__name__})")
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-        EXTENDER_LATENCY.labels(verb).observe(time.perf_counter() - started)
+        self._latency[verb].observe(time.perf_counter() - started)
 
 
 def _health_app(title: str, is_ready: Callable[[], bool]) -> FastAPI:
@@ -151,15 +160,15 @@ def create_extender_app(state: ExtenderState, binder: Binder, is_ready: Callable
     async def filter_(body: bytes) -> tuple[int, bytes]:
         args = decode_args(body)
         if not is_ready():
-            EXTENDER_RESULTS.labels("filter", "not_ready").inc()
+            _result("filter", "not_ready").inc()
             return 200, encode_filter_error(args, NOT_READY)
         try:
             result = state.filter(args.pod, args.node_names, args.node_items)
         except Exception:  # a bug: fail this attempt visibly (the scheduler retries), never a 500
             log.exception("filter failed")
-            EXTENDER_RESULTS.labels("filter", "error").inc()
+            _result("filter", "error").inc()
             return 200, encode_filter_error(args, "qosgate extender internal error; see its logs")
-        EXTENDER_RESULTS.labels("filter", "fits" if result.passed else "unschedulable").inc()
+        _result("filter", "fits" if result.passed else "unschedulable").inc()
         return 200, encode_filter_result(args, result.passed, result.failed, result.unresolvable)
 
     async def prioritize(body: bytes) -> tuple[int, bytes]:
@@ -171,14 +180,14 @@ def create_extender_app(state: ExtenderState, binder: Binder, is_ready: Callable
             scores = state.prioritize(args.pod, args.node_names, args.node_items)
         except Exception:
             log.exception("prioritize failed")
-            EXTENDER_RESULTS.labels("prioritize", "error").inc()
+            _result("prioritize", "error").inc()
             scores = [(name, 0) for name in args.node_names]
         return 200, encode_priorities(scores)
 
     async def bind(body: bytes) -> tuple[int, bytes]:
         args = decode_binding(body)
         if not is_ready():
-            EXTENDER_RESULTS.labels("bind", "not_ready").inc()
+            _result("bind", "not_ready").inc()
             return 200, encode_binding_result(NOT_READY)
         try:
             error = await to_thread.run_sync(state.bind, args.pod_namespace, args.pod_name, args.pod_uid,
@@ -186,7 +195,7 @@ def create_extender_app(state: ExtenderState, binder: Binder, is_ready: Callable
         except Exception:
             log.exception("bind failed")
             error = "qosgate extender internal error while binding; see its logs"
-        EXTENDER_RESULTS.labels("bind", "error" if error else "bound").inc()
+        _result("bind", "error" if error else "bound").inc()
         if error:
             log.info("bind refused", extra={"pod": f"{args.pod_namespace}/{args.pod_name}", "node": args.node,
                                             "detail": error})

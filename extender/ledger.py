@@ -71,10 +71,32 @@ class Ledger:
         self._reservations: dict[str, dict[str, Reservation]] = {}  # uid → node → reservation
         self.reserved_memory: dict[str, int] = {}
         self.reserved_classes: dict[str, dict[ClassKey, int]] = {}
-        # bound + reserved per node in one dict: the filter's per-node loop reads only this.
+        # bound + reserved per node in one dict.
         self.used_memory_by_node: dict[str, int] = {}
+        # Protectable bytes of the nodes that can take pods (set by the state from the node watch), and
+        # protectable − used for each of them: the filter's and prioritize's per-node loops read only these.
+        self.budget: dict[str, int] = {}
+        self.free_memory: dict[str, int] = {}
         # bound + reserved slots per class, then per node: a pod's classes are looked up once per call.
         self.used_slots_by_class: dict[ClassKey, dict[str, int]] = {}
+
+    # --- nodes ------------------------------------------------------------------------------------------
+    def set_budget(self, node: str, budget: int | None) -> None:
+        """The node's protectable bytes; None when it cannot take pods that ask something (gone, unreadable)."""
+        if budget is None:
+            self.budget.pop(node, None)
+            self.free_memory.pop(node, None)
+        else:
+            self.budget[node] = budget
+            self._refresh(node)
+
+    def _refresh(self, node: str) -> None:
+        self.free_memory[node] = self.budget[node] - self.used_memory_by_node.get(node, 0)
+
+    def _use(self, node: str, amount: int) -> None:
+        _add(self.used_memory_by_node, node, amount)
+        if node in self.budget:
+            self._refresh(node)
 
     # --- bound pods (from the watch) -------------------------------------------------------------------
     def set_pod(self, uid: str, node: str, memory_min: int, classes: frozenset[ClassKey]) -> None:
@@ -82,7 +104,7 @@ class Ledger:
         old = self._counted.pop(uid, None)
         if old is not None:
             _add(self.bound_memory, old.node, -old.memory_min)
-            _add(self.used_memory_by_node, old.node, -old.memory_min)
+            self._use(old.node, -old.memory_min)
             if old.classes:
                 _add_classes(self.bound_classes, old.node, old.classes, -1)
                 self._add_slots(old.node, old.classes, -1)
@@ -90,7 +112,7 @@ class Ledger:
             entry = _Entry(node, memory_min, classes or _NO_CLASSES)
             self._counted[uid] = entry
             _add(self.bound_memory, node, memory_min)
-            _add(self.used_memory_by_node, node, memory_min)
+            self._use(node, memory_min)
             if classes:
                 _add_classes(self.bound_classes, node, entry.classes, 1)
                 self._add_slots(node, entry.classes, 1)
@@ -111,7 +133,7 @@ class Ledger:
         self.release(reservation.uid, reservation.node)
         self._reservations.setdefault(reservation.uid, {})[reservation.node] = reservation
         _add(self.reserved_memory, reservation.node, reservation.memory_min)
-        _add(self.used_memory_by_node, reservation.node, reservation.memory_min)
+        self._use(reservation.node, reservation.memory_min)
         if reservation.classes:
             _add_classes(self.reserved_classes, reservation.node, reservation.classes, 1)
             self._add_slots(reservation.node, reservation.classes, 1)
@@ -133,7 +155,7 @@ class Ledger:
         if not by_node:
             del self._reservations[uid]
         _add(self.reserved_memory, node, -reservation.memory_min)
-        _add(self.used_memory_by_node, node, -reservation.memory_min)
+        self._use(node, -reservation.memory_min)
         if reservation.classes:
             _add_classes(self.reserved_classes, node, reservation.classes, -1)
             self._add_slots(node, reservation.classes, -1)
@@ -161,6 +183,8 @@ class Ledger:
         self.reserved_memory.clear()
         self.reserved_classes.clear()
         self.used_memory_by_node = dict(self.bound_memory)
+        for node in self.budget:
+            self._refresh(node)
         self.used_slots_by_class = {}
         for node, counts in self.bound_classes.items():
             for key, count in counts.items():

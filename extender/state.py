@@ -33,6 +33,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import floordiv, lt, mul, sub
 from typing import Any, Protocol
 
 from extender.ledger import Ledger, Reservation
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 NOT_CACHED = "node is not in qosgate's node cache yet"
 _NO_CLASSES: frozenset[ClassKey] = frozenset()
 _NO_OFFER: Mapping[str, int] = {}
+_NO_ROOM = -(2**62)  # "free" of a node prioritize knows nothing about: no pod fits, the score is 0
 _ViewEntry = tuple[NodeRecord, int, dict[ClassKey, int] | None]
 # Filtered pods remembered for bind (ExtenderBindingArgs carries no pod), in case our pod watch has not
 # seen a pod the scheduler already has. Bounded: older entries are only a fallback.
@@ -175,7 +178,7 @@ class ExtenderState:
                     self._observe(record.uid, record)
             for node in nodes.records():
                 if "node/" + node.name not in self._touched:
-                    self._node_view[node.name] = self._view_entry(node)
+                    self._set_node(node.name, node)
             self._touched = None
 
     # --- the watch --------------------------------------------------------------------------------
@@ -207,9 +210,19 @@ class ExtenderState:
                 self._touched.add("node/" + (new or old).name)  # type: ignore[union-attr]
             if new is None:
                 if old is not None:
-                    self._node_view.pop(old.name, None)
+                    self._set_node(old.name, None)
             else:
-                self._node_view[new.name] = self._view_entry(new)
+                self._set_node(new.name, new)
+
+    def _set_node(self, name: str, node: NodeRecord | None) -> None:
+        if node is None:
+            self._node_view.pop(name, None)
+            self._ledger.set_budget(name, None)
+            return
+        entry = self._view_entry(node)
+        self._node_view[name] = entry
+        # Only nodes with a positive budget take the fast paths; the rest are always decided by check_fit.
+        self._ledger.set_budget(name, entry[1] if entry[1] > 0 else None)
 
     def _view_entry(self, node: NodeRecord) -> _ViewEntry:
         """What the filter's per-node loop needs, precomputed when the node changes (rarely).
@@ -256,21 +269,21 @@ class ExtenderState:
         classes = demand.classes
         with self._lock:
             self._sweep()
+            free_get = self._ledger.free_memory.get
             view_get = self._node_view.get
-            used_get = self._ledger.used_memory_by_node.get
             own = {node: r.memory_min for node, r in self._ledger.reservations_of(demand.uid).items()}
             # Fast path for the common "fits" answer (5,000 names per call at 100 % scoring): the check_fit
-            # rule written out over dict lookups, collecting only the names it cannot pass. Those — and
-            # anything in doubt — are decided by _fit through check_fit itself, which also words the reason.
+            # rule over the ledger's protectable − used per node (absent for unknown or unreadable nodes),
+            # collecting only the names it cannot pass. Those — and anything in doubt — are decided by _fit
+            # through check_fit itself, which also words the reason.
             if not classes and not own:
-                slow = [name for name in node_names
-                        if (entry := view_get(name)) is None or used_get(name, 0) + need > entry[1]]
+                # map/compress keep the per-node loop in C: free_get(name, -1) < need, for every name.
+                slow = list(compress(node_names, map(lt, map(free_get, node_names, repeat(-1)), repeat(need))))
             elif not own:
                 slow = self._slow_with_classes(node_names, need, classes)
             else:
                 slow = [name for name in node_names
-                        if (entry := view_get(name)) is None
-                        or used_get(name, 0) - own.get(name, 0) + need > entry[1]
+                        if free_get(name, -1) + own.get(name, 0) < need or (entry := view_get(name)) is None
                         or (classes and not self._classes_fit(classes, entry[0], name, demand.uid))]
             rejected: set[str] = set()
             for name in slow:
@@ -289,12 +302,12 @@ class ExtenderState:
     def _slow_with_classes(self, node_names: Sequence[str], need: int, classes: frozenset[ClassKey]) -> list[str]:
         """The fast path for a pod with classes: names it cannot pass (lock held)."""
         view_get = self._node_view.get
-        used_get = self._ledger.used_memory_by_node.get
+        free_get = self._ledger.free_memory.get
         slots = [(key, self._ledger.used_slots_by_class.get(key, {})) for key in classes]
         slow: list[str] = []
         for name in node_names:
             entry = view_get(name)
-            if entry is None or used_get(name, 0) + need > entry[1]:
+            if entry is None or free_get(name, -1) < need:
                 slow.append(name)
                 continue
             offered = entry[2]
@@ -331,34 +344,31 @@ class ExtenderState:
         if demand.trivial or demand.problems:
             return [(name, 0) for name in node_names]
         extra = self._extra_nodes(node_names, node_objects)
-        spread = self.settings.strategy == "spread"
         percent = self.settings.protectable_percent
         need = demand.memory_min
-        scores: list[tuple[str, int]] = []
-        append = scores.append
         with self._lock:
-            view_get = self._node_view.get
-            used_get = self._ledger.used_memory_by_node.get
-            own = {node: r.memory_min for node, r in self._ledger.reservations_of(demand.uid).items()}
-            for name in node_names:
-                entry = view_get(name)
-                if entry is not None:
-                    budget = entry[1]
-                elif name in extra:
-                    budget = protectable(extra[name], percent)
-                else:
-                    append((name, 0))
-                    continue
-                # nodefit.score written out: this loop runs for every candidate.
-                free_after = budget - used_get(name, 0) - need
-                if own:
-                    free_after += own.get(name, 0)
-                if free_after < 0 or budget <= 0:
-                    append((name, 0))
-                    continue
-                ratio = min(free_after * MAX_SCORE // budget, MAX_SCORE)
-                append((name, ratio if spread else MAX_SCORE - ratio))
-        return scores
+            free_get = self._ledger.free_memory.get
+            budget_get = self._ledger.budget.get
+            # Unknown nodes (and nodes without a positive budget) get free = -∞ and budget 1: score 0.
+            frees = list(map(free_get, node_names, repeat(_NO_ROOM)))
+            budgets = list(map(budget_get, node_names, repeat(1)))
+            own = self._ledger.reservations_of(demand.uid)
+            if own or extra:
+                for i, name in enumerate(node_names):
+                    if name in own and frees[i] != _NO_ROOM:
+                        frees[i] += own[name].memory_min
+                    elif name in extra and frees[i] == _NO_ROOM:
+                        budget = protectable(extra[name], percent)
+                        if budget > 0:
+                            budgets[i] = budget
+                            frees[i] = budget - self._ledger.used_memory_by_node.get(name, 0)
+        # nodefit.score written out, outside the lock, as C-level maps over the columns (this runs for every
+        # candidate of every pod): ratio = (free − need) × 10 // budget. free ≤ budget always (usage is never
+        # negative), so the ratio is at most 10; a node the pod does not fit has a negative ratio → score 0.
+        ratios = map(floordiv, map(mul, map(sub, frees, repeat(need)), repeat(MAX_SCORE)), budgets)
+        if self.settings.strategy == "spread":
+            return list(zip(node_names, map(max, ratios, repeat(0)), strict=True))
+        return [(name, MAX_SCORE - ratio if ratio >= 0 else 0) for name, ratio in zip(node_names, ratios, strict=True)]
 
     # --- bind -------------------------------------------------------------------------------------
     def bind(self, namespace: str, name: str, uid: str, node: str, binder: Binder) -> str:

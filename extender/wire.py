@@ -74,8 +74,12 @@ def decode_args(body: bytes) -> ExtenderArgs:
         raise WireError("ExtenderArgs.Pod: required, must be a Pod object")
     names = fields.get("nodenames")
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list):
             raise WireError("ExtenderArgs.NodeNames: must be a list of node names")
+        try:
+            "".join(names)  # TypeError unless every entry is a string; C speed for 5,000 names
+        except TypeError:
+            raise WireError("ExtenderArgs.NodeNames: must be a list of node names") from None
         return ExtenderArgs(pod=pod, node_names=names, node_list=None, node_items=None)
     node_list = fields.get("nodes")
     if node_list is None:

@@ -175,6 +175,7 @@ class SimulationConfig:
     bind_timeout_rate: float = 0.0  # the scheduler stops waiting for a bind and requeues the pod
     bind_duplicate_rate: float = 0.0  # the same bind is sent twice (a retry after a lost answer)
     nodes_per_filter: int = 0  # 0 = every node (percentageOfNodesToScore 100); else a rotating window
+    prioritize: bool = True  # False: the scheduler config has no prioritizeVerb (pick among passing nodes)
     give_up_after: float = 60.0  # seconds of an unreachable/erroring extender before a pod is given up
     max_bind_attempts: int = 20  # binds refused this often mean the extender and the API disagree: give up
     retry_delay: float = 0.05  # pause after an extender error, so a restarting extender is not hammered
@@ -494,6 +495,8 @@ class Simulator:
             return
         if len(passed) == 1:
             node = passed[0]
+        elif not self.config.prioritize:
+            node = self._rng.choice(passed)  # the scheduler's own scores decide; to us they are a coin
         else:
             # Every candidate passing is the common case: its JSON is already made.
             passed_json = candidates_json if passed == candidates else orjson.dumps(passed)
@@ -734,6 +737,7 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     sim.add_argument("--bind-timeout-rate", type=_fraction, default=0.0)
     sim.add_argument("--bind-duplicate-rate", type=_fraction, default=0.0)
     sim.add_argument("--nodes-per-filter", type=int, default=0)
+    sim.add_argument("--no-prioritize", action="store_true", help="as with no prioritizeVerb configured")
     sim.add_argument("--scheduler-name", default=SIM_SCHEDULER)
     sim.add_argument("--keep-pods", action="store_true")
     sim.add_argument("--protectable-percent", type=int, default=90, help="must match the extender's catalog")
@@ -760,6 +764,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         class_fraction=args.class_fraction, scheduler_name=args.scheduler_name, bind_workers=args.bind_workers,
         bind_delay=args.bind_delay, bind_timeout_rate=args.bind_timeout_rate,
         bind_duplicate_rate=args.bind_duplicate_rate, nodes_per_filter=args.nodes_per_filter,
+        prioritize=not args.no_prioritize,
         accounting=args.accounting, protectable_percent=args.protectable_percent)
     try:
         api = load_api_client(args.kubeconfig)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.kube.store import ADDED, DELETED, MODIFIED, NodeStore, PodStore
-from qosgate.nodefit import Fit, check_fit
+from qosgate.nodefit import Fit, check_fit, protectable, score
 from tests.extender.memapi import MemoryAPI, overcommitted
 from tests.extender.objects import GI, bound, make_node, make_pod
 
@@ -443,4 +443,11 @@ def test_filter_agrees_with_check_fit(node_specs: list, pod_specs: list, ask: in
         if not expected.ok:
             got = result.unresolvable.get(name) or result.failed.get(name)
             assert got == expected.reason and (name in result.unresolvable) == expected.unresolvable
+    # prioritize: nodefit.score of what is left, 0 where the memory does not fit.
+    scores = dict(state.prioritize(asked, [f"n{i}" for i in range(len(node_specs))]))
+    for name in scores:
+        budget = protectable(nodes.get(name), 90)  # type: ignore[arg-type]
+        left = budget - usage.get(name, 0) - ask * GI
+        want = score(left, budget, "spread") if (ask or ask_class) and budget > 0 and left >= 0 else 0
+        assert scores[name] == want
     state.close()
