@@ -383,6 +383,8 @@ class ExtenderState:
                     return ""  # already bound here and counted from the watch: a retried bind
                 return f"pod {namespace}/{name} is already bound to node {record.node_name}"
             demand = Demand.of_record(record) if record is not None else self._memo.get(uid)
+            if demand is not None and (demand.namespace, demand.name) != (namespace, name):
+                return f"pod UID {uid} belongs to {demand.namespace}/{demand.name}, not {namespace}/{name}"
             if demand is None:
                 return (f"pod {namespace}/{name} ({uid}) is not in qosgate's pod cache yet; "
                         "the scheduler will retry")

@@ -451,3 +451,13 @@ def test_filter_agrees_with_check_fit(node_specs: list, pod_specs: list, ask: in
         want = score(left, budget, "spread") if (ask or ask_class) and budget > 0 and left >= 0 else 0
         assert scores[name] == want
     state.close()
+
+
+def test_bind_refuses_a_uid_of_another_pod(state: ExtenderState, api: MemoryAPI) -> None:
+    pod = pending(api, "p", GI)
+    meta = pod["metadata"]
+    assert "belongs to default/p" in state.bind("default", "q", meta["uid"], "a", api)
+    unseen = make_pod("u", GI)
+    state.filter(unseen, ["a"])  # remembered from the filter only
+    assert "belongs to default/u" in state.bind("other", "u", unseen["metadata"]["uid"], "a", api)
+    assert api.bind_calls == 0
