@@ -22,7 +22,7 @@ from extender.binder import KubeBinder
 from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
 from qosgate.kube.store import NodeStore, PodStore
-from qosgate.metrics import STATE, Sample
+from qosgate.metrics import STATE, Sample, cache_samples
 from qosgate.nodefit import protectable
 
 
@@ -88,9 +88,16 @@ def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) 
         state = ExtenderState(pods, nodes, settings)
         return create_extender_app(state, NoAPIBinder(), runtime.readiness)
 
+    from qosgate.kube.catalog import catalog_ref, fetch_catalog
     from qosgate.kube.informer import ClusterCache
     from qosgate.kube.leader import LeaderElector
 
+    if not getattr(args, "catalog", None):
+        # The cluster's catalog decides protectablePercent and the accounting mode; read once (restart to change).
+        cluster_catalog = fetch_catalog(api, *catalog_ref(getattr(args, "catalog_configmap", None)))
+        if cluster_catalog is not None:
+            settings = settings_from(cluster_catalog, getattr(args, "strategy", "spread"),
+                                     getattr(args, "reservation_ttl", 30.0))
     cache = ClusterCache(api, settings.accounting)
     state = ExtenderState(cache.pods, cache.nodes, settings)
     cache.start()
@@ -98,6 +105,7 @@ def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) 
     runtime.stoppers.append(cache.stop)
     runtime.readiness.checks["extender caches synced"] = lambda: cache.ready
     STATE.register("extender", state_samples(state, cache.nodes, cache.pods))
+    STATE.register("extender-cache", cache_samples("extender", cache.stats))
     if getattr(args, "leader_elect", False):
         identity = os.environ.get("POD_NAME") or socket.gethostname()
         # Reservations are not cleared on leadership changes: a stale one is conservative and confirms or

@@ -15,9 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.catalog import CatalogHolder, load_catalog_file
-from qosgate.errors import QosgateError
+from qosgate.kube.catalog import catalog_ref
 from qosgate.metrics import STATE, Sample, cache_samples
 from webhook.app import create_webhook_app
 from webhook.checks.settings import ValidatorSettings
@@ -26,16 +25,8 @@ from webhook.validate import add_validate_route, build_validator
 log = logging.getLogger("qosgate.webhook")
 
 
-def _catalog_ref(args: argparse.Namespace) -> tuple[str, str]:
-    ref = getattr(args, "catalog_configmap", None) or f"{SYSTEM_NAMESPACE}/{CATALOG_CONFIGMAP}"
-    namespace, slash, name = ref.partition("/")
-    if not slash or not namespace or not name:
-        raise QosgateError(f"--catalog-configmap {ref!r}: expected NAMESPACE/NAME")
-    return namespace, name
-
-
 def settings_from_args(args: argparse.Namespace) -> ValidatorSettings:
-    namespace, name = _catalog_ref(args)
+    namespace, name = catalog_ref(getattr(args, "catalog_configmap", None))
     groups = frozenset(g.strip() for g in (getattr(args, "admin_groups", "") or "").split(",") if g.strip())
     users = frozenset(u.strip() for u in (getattr(args, "admin_users", "") or "").split(",") if u.strip())
     return ValidatorSettings(admin_users=users, admin_groups=groups, catalog_namespace=namespace,

@@ -13,10 +13,18 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.tls import eventually, https_client
 
 EXTENDER_HOSTNAME = "qosgate-extender.qosgate-system.svc"
+CLUSTER_CATALOG = """\
+protectablePercent: 50
+resources:
+- name: memory-qos
+  classes:
+  - {name: gold, memoryMinPercent: 50}
+"""
 
 
 def free_port() -> int:
@@ -123,7 +131,11 @@ def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fa
         for name in ("qosgate-system", "team-a")
     ] + [{"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": "quota", "namespace": "team-a", "labels": {"qosgate.io/quota": "true"}},
-          "data": {"quota.yaml": "pod:\n- name: memory-qos\n  classes:\n  - {name: gold, capacity: 1}\n"}}])
+          "data": {"quota.yaml": "pod:\n- name: memory-qos\n  classes:\n  - {name: gold, capacity: 1}\n"}},
+       {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qosgate-classes", "namespace": "qosgate-system"},
+        "data": {"catalog.yaml": CLUSTER_CATALOG}},
+       {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+        "status": {"allocatable": {"memory": "8Gi"}, "capacity": {"memory": "8Gi"}}}])
     served = serve("--kubeconfig", kubeconfig)
     ca = (served.cert_dir / "ca.crt").read_bytes()
     for kind, path in (("mutating", "mutate"), ("validating", "validate")):
@@ -139,8 +151,9 @@ def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fa
                                          "resources": {"requests": {"memory": "1Gi"}}}]}}
 
     created = core.create_namespaced_pod("team-a", gold_pod())
-    assert created.metadata.annotations["qosgate.io/memory-min"] == str(2**30)
-    assert created.metadata.annotations["memory.min.memory-qos.nri.io/app"] == str(2**30)
+    # The cluster's catalog ConfigMap is in force (gold protects half the request), not the built-in one.
+    assert created.metadata.annotations["qosgate.io/memory-min"] == str(2**29)
+    assert created.metadata.annotations["memory.min.memory-qos.nri.io/app"] == str(2**29)
     with pytest.raises(ApiException) as denied:
         core.create_namespaced_pod("team-a", gold_pod())
     assert denied.value.status == 403
@@ -154,5 +167,10 @@ def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fa
     metrics = served.health("/metrics").text
     assert f"qosgate_quota_capacity{{{labels}}} 1.0" in metrics
     assert 'qosgate_cache_synced{component="webhook",informer="pods"} 1.0' in metrics
+    assert 'qosgate_cache_synced{component="extender",informer="nodes"} 1.0' in metrics
+    # protectablePercent 50 from the cluster catalog: half of 8Gi.
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(metrics) for sample in family.samples}
+    assert samples[("qosgate_node_protectable_bytes", (("node", "node-1"),))] == 4 * 2**30
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 0
