@@ -31,7 +31,7 @@ def fetch_catalog(api: Any, namespace: str, name: str) -> Catalog | None:
     except ApiError as exc:
         if exc.not_found:
             return None
-        raise
+        raise QosgateError(f"cannot read the catalog ConfigMap {namespace}/{name}: {exc}") from None
     try:
         return catalog_from_configmap(configmap)
     except InvalidError as exc:

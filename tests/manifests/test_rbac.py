@@ -12,10 +12,8 @@ LEASE = "qosgate-extender"
 # (service account, where the grant applies, API group, resource, verb, resourceName)
 EXPECTED = {
     # webhook: quota usage (pods) and quota ConfigMaps + catalog, cluster-wide, read-only
-    (WEBHOOK, CLUSTER, "", "pods", "get", ALL),
     (WEBHOOK, CLUSTER, "", "pods", "list", ALL),
     (WEBHOOK, CLUSTER, "", "pods", "watch", ALL),
-    (WEBHOOK, CLUSTER, "", "configmaps", "get", ALL),
     (WEBHOOK, CLUSTER, "", "configmaps", "list", ALL),
     (WEBHOOK, CLUSTER, "", "configmaps", "watch", ALL),
     # webhook: its quota ledgers qosgate-quota-<namespace>, in qosgate-system only (names depend on the
@@ -27,7 +25,6 @@ EXPECTED = {
     (EXTENDER, CLUSTER, "", "pods", "get", ALL),
     (EXTENDER, CLUSTER, "", "pods", "list", ALL),
     (EXTENDER, CLUSTER, "", "pods", "watch", ALL),
-    (EXTENDER, CLUSTER, "", "nodes", "get", ALL),
     (EXTENDER, CLUSTER, "", "nodes", "list", ALL),
     (EXTENDER, CLUSTER, "", "nodes", "watch", ALL),
     (EXTENDER, CLUSTER, "", "pods/binding", "create", ALL),
@@ -35,6 +32,8 @@ EXPECTED = {
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "create", ALL),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "get", LEASE),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "update", LEASE),
+    # extender: the catalog (protectablePercent, accounting mode), read once at start
+    (EXTENDER, NAMESPACE, "", "configmaps", "get", "qosgate-classes"),
 }
 
 

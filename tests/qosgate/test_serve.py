@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.processes import ServedProcess, launcher
 from tests.support.tls import eventually, https_client
 
 EXTENDER_HOSTNAME = "qosgate-extender.qosgate-system.svc"
@@ -27,55 +26,10 @@ resources:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen[bytes], cert_dir: Path, ports: dict[str, int], log: Path):
-        self.process, self.cert_dir, self.ports, self.log = process, cert_dir, ports, log
-
-    def health(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.ports['health']}{path}", timeout=5, trust_env=False)
-
-
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def start(*extra: str) -> Served:
-        ports = {"webhook": free_port(), "extender": free_port(), "health": free_port()}
-        cert_dir = tmp_path / "certs"
-        log = tmp_path / f"serve-{len(started)}.log"
-        command = [sys.executable, "-m", "qosgate.cli", "serve", "all", "--cert-dir", str(cert_dir),
-                   "--host", "127.0.0.1", "--port", str(ports["webhook"]), "--extender-port", str(ports["extender"]),
-                   "--health-port", str(ports["health"]), "--shutdown-delay", "1",
-                   # The fake apiserver pools idle TLS connections it never reads, so their close_notify is
-                   # never answered; bound that wait (kube-apiserver answers it).
-                   "--graceful-timeout", "3", *extra]
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        served = Served(process, cert_dir, ports, log)
-        started.append(served)
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"qosgate serve exited {process.returncode}:\n{log.read_text()}")
-            try:
-                return served.health("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        eventually(ready, timeout=60)
-        return served
-
-    yield start
-    for served in started:
-        if served.process.poll() is None:
-            served.process.kill()
-            served.process.wait()
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServedProcess]]:
+    with launcher(tmp_path) as launched:
+        yield launched.start
 
 
 def review(annotations: dict[str, str], uid: str = "u-1") -> dict:
