@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 DOMAIN = "qosgate.io"
 
 # The carrier: how a pod asks for QoS classes on clusters that drop `qosResources` (DESIGN §2).
@@ -35,6 +37,7 @@ SYSTEM_NAMESPACE = "qosgate-system"
 CATALOG_CONFIGMAP = "qosgate-classes"
 
 
+@functools.lru_cache(maxsize=4096)
 def is_owned_annotation(key: str) -> bool:
     """True for keys only qosgate may write: users setting them are never trusted (DESIGN §5)."""
     return (

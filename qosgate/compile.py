@@ -6,6 +6,8 @@ This is the one computation the mutating webhook writes, the validating webhook 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,8 +95,54 @@ def _class_path(requests: QosRequests, container: str, resource: str, container_
     return f"pod qosResources (or annotation {keys.CARRIER_POD})"
 
 
+_CACHE_SIZE = 2048
+_cache: OrderedDict[bytes, tuple[Catalog, CompiledPod]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _compile_key(pod: Mapping[str, Any]) -> bytes | None:
+    """Everything compile_pod reads, as bytes: the carrier annotations, qosResources, and per container its
+    name, restartPolicy and resources. The replicas of one workload share it; None = don't cache."""
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    spec = pod.get("spec") or {}
+    if not isinstance(annotations, dict | None) or not isinstance(spec, dict):
+        return None
+    try:
+        return orjson.dumps([
+            [[k, v] for k, v in (annotations or {}).items() if keys.is_carrier_annotation(k)],
+            spec.get("qosResources"),
+            [[[c.get("name"), c.get("restartPolicy"), c.get("resources")] for c in spec.get(kind) or ()]
+             for kind in ("initContainers", "containers")],
+        ])
+    except (TypeError, AttributeError, orjson.JSONEncodeError):
+        return None
+
+
 def compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
-    """Raises InvalidError naming every bad field: carrier syntax, unknown classes, quantities, backends."""
+    """Raises InvalidError naming every bad field: carrier syntax, unknown classes, quantities, backends.
+
+    Memoised per catalog on what the computation reads: admission sees the same few pod shapes (the replicas
+    of each workload) over and over. The result is shared: callers must not mutate it.
+    """
+    key = _compile_key(pod)
+    if key is not None:
+        with _cache_lock:
+            hit = _cache.get(key)
+            if hit is not None and hit[0] is catalog:
+                _cache.move_to_end(key)
+                return hit[1]
+    compiled = _compile_pod(pod, catalog)
+    if key is not None:
+        with _cache_lock:
+            # Holding the catalog in the entry keeps its identity check sound (no id reuse while cached).
+            _cache[key] = (catalog, compiled)
+            if len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return compiled
+
+
+def _compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
     requests = extract_requests(pod)
     spec = pod.get("spec") or {}
     errors: list[FieldError] = []

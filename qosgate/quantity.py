@@ -8,6 +8,7 @@ Fractional byte counts round up, as kube does when it asks for an integer value 
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
@@ -30,6 +31,34 @@ _MAX_EXPONENT = 30
 _MAX_LENGTH = 64
 
 
+class _Problem(ValueError):
+    """What is wrong with a quantity text; parse_quantity adds the field path."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_bytes(text: str) -> int:
+    """Whole bytes of a quantity text. Memoised: manifests repeat a handful of values ("1Gi", "512Mi")
+    across thousands of pods, and exact rational arithmetic is the costly part of admission."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise _Problem(f"{text!r} is not a valid quantity (e.g. 128974848, 129e6, 129M, 123Mi)")
+    amount = Fraction(match["number"])
+    if match["exp"]:
+        exponent = int(match["exp"][1:])
+        if abs(exponent) > _MAX_EXPONENT:
+            raise _Problem(f"{text!r}: exponent out of range")
+        amount *= Fraction(10) ** exponent
+    else:
+        suffix = match["suffix"] or ""
+        amount *= _BINARY.get(suffix) or _DECIMAL[suffix]
+    if match["sign"] == "-" and amount != 0:
+        raise _Problem(f"{text!r} must not be negative")
+    whole = -(-amount.numerator // amount.denominator)
+    if whole > MAX_BYTES:
+        raise _Problem(f"{text!r} is too large")
+    return whole
+
+
 def parse_quantity(value: object, path: str) -> int:
     """Parse a non-negative quantity into whole bytes (rounded up), naming `path` on error."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -40,31 +69,14 @@ def parse_quantity(value: object, path: str) -> int:
             raise InvalidError.single(path, "must not be negative")
         if value > MAX_BYTES:
             raise InvalidError.single(path, "is too large")
-        amount = Fraction(value)
-    else:
-        text = repr(value) if isinstance(value, float) else value
-        if len(text) > _MAX_LENGTH:
-            raise InvalidError.single(path, f"quantity is longer than {_MAX_LENGTH} characters")
-        match = _QUANTITY.fullmatch(text)
-        if match is None:
-            raise InvalidError.single(path, f"{text!r} is not a valid quantity (e.g. 128974848, 129e6, 129M, 123Mi)")
-        amount = Fraction(match["number"])
-        if match["exp"]:
-            exponent = int(match["exp"][1:])
-            if abs(exponent) > _MAX_EXPONENT:
-                raise InvalidError.single(path, f"{text!r}: exponent out of range")
-            amount *= Fraction(10) ** exponent
-        else:
-            suffix = match["suffix"] or ""
-            amount *= _BINARY.get(suffix) or _DECIMAL[suffix]
-        if match["sign"] == "-" and amount != 0:
-            raise InvalidError.single(path, f"{text!r} must not be negative")
-    if amount < 0:
-        raise InvalidError.single(path, f"{value!r} must not be negative")
-    whole = -(-amount.numerator // amount.denominator)
-    if whole > MAX_BYTES:
-        raise InvalidError.single(path, f"{value!r} is too large")
-    return whole
+        return value
+    text = repr(value) if isinstance(value, float) else value
+    if len(text) > _MAX_LENGTH:
+        raise InvalidError.single(path, f"quantity is longer than {_MAX_LENGTH} characters")
+    try:
+        return _text_bytes(text)
+    except _Problem as exc:
+        raise InvalidError.single(path, str(exc)) from None
 
 
 _UNITS = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))

@@ -5,9 +5,11 @@ Handlers take the raw request and answer with orjson bytes: no pydantic models o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -33,8 +35,10 @@ class BodyTooLarge(Exception):
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise BodyTooLarge
+        return await request.body()  # the server never delivers more than the declared length
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -47,6 +51,16 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 def error_response(status: int, message: str) -> Response:
     return Response(orjson.dumps({"message": message}), status_code=status, media_type=JSON)
+
+
+@functools.lru_cache(maxsize=256)
+def _admission_counter(webhook: str, operation: str, outcome: str, reason: str) -> Any:
+    return ADMISSIONS.labels(webhook, operation, outcome, reason)
+
+
+@functools.lru_cache(maxsize=8)
+def _latency_histogram(webhook: str) -> Any:
+    return ADMISSION_LATENCY.labels(webhook)
 
 
 async def admit(request: Request, decide: Decision, webhook: str) -> Response:
@@ -72,10 +86,12 @@ async def admit(request: Request, decide: Decision, webhook: str) -> Response:
                                           "see the webhook logs", code=500, reason="InternalError")
     body = encode_response(review.uid, decision)
     outcome = "allowed" if decision.allowed else "denied"
-    ADMISSIONS.labels(webhook, review.operation, outcome, decision.reason).inc()
-    ADMISSION_LATENCY.labels(webhook).observe(time.perf_counter() - started)
-    if not decision.allowed or decision.patch or decision.warnings:
-        log.info("admission %s", outcome, extra={
+    _admission_counter(webhook, review.operation, outcome, decision.reason).inc()
+    _latency_histogram(webhook).observe(time.perf_counter() - started)
+    # Denials are what operators look for; every mutation at info would cost the hot path a log line each.
+    level = logging.INFO if not decision.allowed else logging.DEBUG
+    if (not decision.allowed or decision.patch or decision.warnings) and log.isEnabledFor(level):
+        log.log(level, "admission %s", outcome, extra={
             "webhook": webhook, "uid": review.uid, "operation": review.operation, "namespace": review.namespace,
             "pod": review.name or (review.object or {}).get("metadata", {}).get("generateName", ""),
             "kind": review.kind_name, "user": review.username, "decision": outcome,

@@ -6,10 +6,12 @@ map is added whole only when absent and per key otherwise (DESIGN §6).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_pointer(token: str) -> str:
     """RFC 6901: `~` first, then `/`, or `a/b~c` would be mangled."""
     return token.replace("~", "~0").replace("/", "~1")
