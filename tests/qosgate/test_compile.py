@@ -287,3 +287,36 @@ def test_resolved_summary_is_sorted_json_per_container() -> None:
     compiled = compile_pod(pod({CARRIER_POD: "memory-qos=gold"}, [ctr("z"), ctr("a")]), DEFAULT_CATALOG)
     assert resolved_summary(compiled.requests, list(compiled.containers)) == \
         '{"a":{"memory-qos":"gold"},"z":{"memory-qos":"gold"}}'
+
+
+def test_memoised_compilation_follows_a_catalog_swap():
+    pod = {"metadata": {"annotations": {CARRIER_POD: "memory-qos=gold"}},
+           "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}}
+    assert compile_pod(pod, DEFAULT_CATALOG).memory_min == GI
+    halved = load_catalog_yaml("resources: [{name: memory-qos, classes: [{name: gold, memoryMinPercent: 50}]}]")
+    assert compile_pod(pod, halved).memory_min == GI // 2
+    assert compile_pod(pod, DEFAULT_CATALOG).memory_min == GI
+
+
+def test_memoised_compilation_sees_every_input_it_reads():
+    base = {"metadata": {"annotations": {CARRIER_POD: "memory-qos=gold", "team": "a"}},
+            "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}}
+    first = compile_pod(base, DEFAULT_CATALOG)
+    unrelated = {**base, "metadata": {"annotations": {CARRIER_POD: "memory-qos=gold", "team": "b"}}}
+    assert compile_pod(unrelated, DEFAULT_CATALOG) is first  # same shape: served from the memo
+    silver = {**base, "metadata": {"annotations": {CARRIER_POD: "memory-qos=silver"}}}
+    assert compile_pod(silver, DEFAULT_CATALOG).memory_min == GI // 2
+    bigger = {**base, "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "2Gi"}}}]}}
+    assert compile_pod(bigger, DEFAULT_CATALOG).memory_min == 2 * GI
+    sidecar = {**base, "spec": {"initContainers": [{"name": "app", "restartPolicy": "Always",
+                                                     "resources": {"requests": {"memory": "1Gi"}}}],
+                                "containers": [{"name": "main", "resources": {"requests": {"memory": "1Gi"}}}]}}
+    assert compile_pod(sidecar, DEFAULT_CATALOG).memory_min == 2 * GI
+
+
+def test_invalid_pods_are_reported_every_time_not_memoised():
+    pod = {"metadata": {"annotations": {CARRIER_POD: "memory-qos=tin"}},
+           "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}}
+    for _ in range(2):
+        with pytest.raises(InvalidError, match="tin"):
+            compile_pod(pod, DEFAULT_CATALOG)
