@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +26,8 @@ from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
 from qosgate.kube.store import NodeStore, PodStore
 from qosgate.metrics import STATE, Sample, cache_samples
 from qosgate.nodefit import protectable
+
+log = logging.getLogger("qosgate.extender")
 
 
 class NoAPIBinder:
@@ -72,6 +76,60 @@ def _freeze_after_sync(cache: Any) -> None:
         gc.freeze()
 
 
+class CatchUpBarrier:
+    """After winning the Lease, serve only once the pod cache has seen everything up to that moment.
+
+    The previous leader's last binds may still be in flight on our watch: deciding before they arrive could
+    double-book their nodes. A quorum read (LIST limit=1, no resourceVersion) gives the API's current
+    resourceVersion; the barrier opens when the pod store has reached it (events or bookmarks).
+    resourceVersions are compared as integers, which holds for etcd-backed servers; a non-numeric one, or a
+    wait beyond `max_wait` (a quiet cluster sends bookmarks only about once a minute), opens it with a warning.
+    """
+
+    def __init__(self, api: Any, pods: PodStore, max_wait: float = 90.0, poll: float = 0.05):
+        self.api, self.pods, self.max_wait, self.poll = api, pods, max_wait, poll
+        self._generation = 0
+        self._open = threading.Event()
+
+    @property
+    def open(self) -> bool:
+        return self._open.is_set()
+
+    def on_started_leading(self) -> None:
+        self._generation += 1
+        self._open.clear()
+        threading.Thread(target=self._wait, args=(self._generation,), name="extender-catch-up", daemon=True).start()
+
+    def on_stopped_leading(self) -> None:
+        self._generation += 1
+        self._open.clear()
+
+    def _wait(self, generation: int) -> None:
+        from qosgate.kube.rest import KubeError, request_json
+
+        deadline = time.monotonic() + self.max_wait
+        target: int | None = None
+        while target is None and time.monotonic() < deadline and generation == self._generation:
+            try:
+                listed = request_json(self.api, "GET", "/api/v1/pods", query=[("limit", "1")])
+                target = int(listed.get("metadata", {}).get("resourceVersion", ""))
+            except ValueError:
+                break  # not an integer: cannot compare, open below
+            except KubeError as exc:
+                log.warning("catch-up read failed, retrying: %s", exc)
+                time.sleep(1.0)
+        while target is not None and time.monotonic() < deadline and generation == self._generation:
+            current = self.pods.resource_version
+            if current.isdigit() and int(current) >= target:
+                break
+            time.sleep(self.poll)
+        if generation != self._generation:
+            return
+        if target is None or time.monotonic() >= deadline:
+            log.warning("serving as leader without a confirmed catch-up of the pod watch")
+        self._open.set()
+
+
 def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
     """The extender app; starts what it needs and registers stoppers and readiness checks on `runtime`.
 
@@ -110,8 +168,12 @@ def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) 
         identity = os.environ.get("POD_NAME") or socket.gethostname()
         # Reservations are not cleared on leadership changes: a stale one is conservative and confirms or
         # expires on its own, while clearing could forget a bind of ours that is still landing.
-        elector = LeaderElector(api, args.lease_namespace, args.lease_name, identity)
+        barrier = CatchUpBarrier(api, cache.pods)
+        elector = LeaderElector(api, args.lease_namespace, args.lease_name, identity,
+                                on_started_leading=barrier.on_started_leading,
+                                on_stopped_leading=barrier.on_stopped_leading)
         elector.start()
         runtime.stoppers.append(elector.stop)
         runtime.readiness.checks["extender lease held"] = lambda: elector.is_leader
+        runtime.readiness.checks["extender caught up since winning the lease"] = lambda: barrier.open
     return create_extender_app(state, KubeBinder(api), runtime.readiness)
