@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from qosgate.errors import FieldError, InvalidError
+from qosgate.errors import FieldError, InvalidError, unknown_field_errors
 from qosgate.qosresources import class_name_problem, qualified_name_problem
 
 BACKENDS = ("nri-memory-qos", "koordinator", "kubelet")
@@ -80,18 +80,11 @@ def _int_field(raw: Mapping[str, Any], key: str, path: str, low: int, high: int,
     return value
 
 
-def _unknown_keys(raw: Mapping[str, Any], allowed: set[str], path: str, errors: list[FieldError]) -> None:
-    for key in raw:
-        if key not in allowed:
-            errors.append(FieldError(f"{path}.{key}" if path else str(key),
-                                     f"unknown field (allowed: {', '.join(sorted(allowed))})"))
-
-
 def _parse_class(raw: object, path: str, errors: list[FieldError]) -> QosClass | None:
     if not isinstance(raw, dict):
         errors.append(FieldError(path, "must be an object with at least a name"))
         return None
-    _unknown_keys(raw, _CLASS_KEYS, path, errors)
+    errors.extend(unknown_field_errors(raw, _CLASS_KEYS, path))
     problem = class_name_problem(raw.get("name"))
     if problem:
         errors.append(FieldError(f"{path}.name", problem))
@@ -126,7 +119,7 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
     errors: list[FieldError] = []
     if not isinstance(raw, dict):
         raise InvalidError.single(source, "must be a mapping with resources and backends")
-    _unknown_keys(raw, _TOP_KEYS, "", errors)
+    errors.extend(unknown_field_errors(raw, _TOP_KEYS, ""))
 
     backends = raw.get("backends", ["nri-memory-qos"])
     if not isinstance(backends, list) or not backends:
@@ -156,7 +149,7 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
         if not isinstance(raw_resource, dict):
             errors.append(FieldError(path, "must be an object with name and classes"))
             continue
-        _unknown_keys(raw_resource, _RESOURCE_KEYS, path, errors)
+        errors.extend(unknown_field_errors(raw_resource, _RESOURCE_KEYS, path))
         name = raw_resource.get("name")
         problem = qualified_name_problem(name)
         if problem:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -29,3 +29,9 @@ class InvalidError(QosgateError):
     @classmethod
     def single(cls, path: str, message: str) -> InvalidError:
         return cls([FieldError(path, message)])
+
+
+def unknown_field_errors(raw: Mapping[object, object], allowed: set[str], path: str) -> list[FieldError]:
+    """Strict decoding like kubectl --validate=strict: a typo'd key is an error naming it, never ignored."""
+    return [FieldError(f"{path}.{key}" if path else str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+            for key in raw if key not in allowed]

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
-from qosgate.errors import FieldError, InvalidError
+from qosgate.errors import FieldError, InvalidError, unknown_field_errors
 from qosgate.qosresources import ClassAssignments, class_name_problem, qualified_name_problem
 from qosgate.quantity import format_bytes, parse_quantity
 
@@ -101,9 +101,7 @@ def _parse_classes(raw: object, path: str, errors: list[FieldError]) -> dict[str
         if not isinstance(entry, dict):
             errors.append(FieldError(here, "must be an object with a name"))
             continue
-        for key in entry:
-            if key not in _CLASS_KEYS:
-                errors.append(FieldError(f"{here}.{key}", f"unknown field (allowed: {', '.join(sorted(_CLASS_KEYS))})"))
+        errors.extend(unknown_field_errors(entry, _CLASS_KEYS, here))
         problem = class_name_problem(entry.get("name"))
         if problem:
             errors.append(FieldError(f"{here}.name", problem))
@@ -140,9 +138,7 @@ def _parse_level(raw: object, path: str, errors: list[FieldError]) -> dict[str, 
         if not isinstance(entry, dict):
             errors.append(FieldError(here, "must be an object with name and classes"))
             continue
-        for key in entry:
-            if key not in _RESOURCE_KEYS:
-                errors.append(FieldError(f"{here}.{key}", "unknown field (allowed: classes, name)"))
+        errors.extend(unknown_field_errors(entry, _RESOURCE_KEYS, here))
         problem = qualified_name_problem(entry.get("name"))
         if problem:
             errors.append(FieldError(f"{here}.name", problem))
@@ -162,9 +158,7 @@ def parse_quota(raw: object, source: str = "quota") -> Quota:
         raw = {}  # an empty document is a quota that allows nothing, which is a legitimate choice
     if not isinstance(raw, dict):
         raise InvalidError.single(source, "must be a mapping with enforcement, pod and container")
-    for key in raw:
-        if key not in _TOP_KEYS:
-            errors.append(FieldError(str(key), f"unknown field (allowed: {', '.join(sorted(_TOP_KEYS))})"))
+    errors.extend(unknown_field_errors(raw, _TOP_KEYS, ""))
     enforcement = raw.get("enforcement", "deny")
     if enforcement not in ENFORCEMENTS:
         errors.append(FieldError("enforcement", f"must be one of {', '.join(ENFORCEMENTS)}, got {enforcement!r}"))
