@@ -17,7 +17,7 @@ Semantics:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -90,26 +90,35 @@ class Usage:
 
 # --- parsing ----------------------------------------------------------------------------------------------
 
+def _named_entries(raw: list[object], path: str, allowed: set[str], name_problem: Callable[[object], str | None],
+                   what: str, shape: str, errors: list[FieldError]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, name, entry) for each well-formed entry of a list keyed by `name`; the rest become errors."""
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        here = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(FieldError(here, f"must be an object with {shape}"))
+            continue
+        errors.extend(unknown_field_errors(entry, allowed, here))
+        problem = name_problem(entry.get("name"))
+        if problem:
+            errors.append(FieldError(f"{here}.name", problem))
+            continue
+        name = entry["name"]
+        if name in seen:
+            errors.append(FieldError(f"{here}.name", f"{what} {name!r} is listed more than once"))
+            continue
+        seen.add(name)
+        yield here, name, entry
+
+
 def _parse_classes(raw: object, path: str, errors: list[FieldError]) -> dict[str, ClassLimit]:
     if not isinstance(raw, list) or not raw:
         # An empty list would silently forbid the resource; omitting it says that explicitly.
         errors.append(FieldError(path, "must be a non-empty list of {name, capacity?, maxMemoryMin?}"))
         return {}
     classes: dict[str, ClassLimit] = {}
-    for i, entry in enumerate(raw):
-        here = f"{path}[{i}]"
-        if not isinstance(entry, dict):
-            errors.append(FieldError(here, "must be an object with a name"))
-            continue
-        errors.extend(unknown_field_errors(entry, _CLASS_KEYS, here))
-        problem = class_name_problem(entry.get("name"))
-        if problem:
-            errors.append(FieldError(f"{here}.name", problem))
-            continue
-        name = entry["name"]
-        if name in classes:
-            errors.append(FieldError(f"{here}.name", f"class {name!r} is listed more than once"))
-            continue
+    for here, name, entry in _named_entries(raw, path, _CLASS_KEYS, class_name_problem, "class", "a name", errors):
         capacity = entry.get("capacity", 0)
         if capacity is None:
             capacity = 0
@@ -133,20 +142,8 @@ def _parse_level(raw: object, path: str, errors: list[FieldError]) -> dict[str, 
         errors.append(FieldError(path, "must be a list of {name, classes}"))
         return {}
     resources: dict[str, dict[str, ClassLimit]] = {}
-    for i, entry in enumerate(raw):
-        here = f"{path}[{i}]"
-        if not isinstance(entry, dict):
-            errors.append(FieldError(here, "must be an object with name and classes"))
-            continue
-        errors.extend(unknown_field_errors(entry, _RESOURCE_KEYS, here))
-        problem = qualified_name_problem(entry.get("name"))
-        if problem:
-            errors.append(FieldError(f"{here}.name", problem))
-            continue
-        name = entry["name"]
-        if name in resources:
-            errors.append(FieldError(f"{here}.name", f"resource {name!r} is listed more than once"))
-            continue
+    for here, name, entry in _named_entries(raw, path, _RESOURCE_KEYS, qualified_name_problem, "resource",
+                                            "name and classes", errors):
         resources[name] = _parse_classes(entry.get("classes"), f"{here}.classes", errors)
     return resources
 
