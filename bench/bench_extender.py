@@ -11,7 +11,7 @@ core. Printed, for null and qosgate side by side with their throughput ratio:
 - /bind with --bind-concurrency binds in flight. The binder is a stub that answers "bound" and feeds the
   bound pod back into the pod store as the watch would (--api-latency adds a simulated API round trip),
   so the figure is the extender's own cost: decode, re-check + reserve under the lock, settle, encode;
-- scheduling throughput: qosgate.simulate driving filter (500 names) → prioritize → asynchronous binds
+- scheduling throughput: qosgate.simulate.driver driving filter (500 names) → prioritize → asynchronous binds
   exactly as kube-scheduler does, in pods/s (target ≥ 700).
 
 Targets: /filter p99 ≤ 3 ms with 500 names, ≤ 15 ms with 5,000.
@@ -41,7 +41,7 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.loadgen import Result, closed_loop
-from certs.generate import generate_certificates
+from qosgate.certs.generate import generate_certificates
 
 HOSTNAME = "qosgate-extender.qosgate-system.svc"
 GI, MI = 2**30, 2**20
@@ -122,7 +122,7 @@ class StubBinder:
         self.latency = latency
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> Any:
-        from extender.state import BindOutcome, BindResult
+        from qosgate.extender.state import BindOutcome, BindResult
 
         if self.latency:
             time.sleep(self.latency)
@@ -135,10 +135,10 @@ class StubBinder:
 
 
 def serve(args: argparse.Namespace, cert_dir: str, port_file: str) -> None:
-    from certs.serving import TLSServer
-    from extender.app import create_extender_app, create_null_extender_app
-    from extender.state import ExtenderSettings, ExtenderState
+    from qosgate.extender.app import create_extender_app, create_null_extender_app
+    from qosgate.extender.state import ExtenderSettings, ExtenderState
     from qosgate.kube.store import NodeStore, PodStore
+    from qosgate.serving.tls import TLSServer
 
     started = time.perf_counter()
     nodes, pods = NodeStore(), PodStore("annotated")
@@ -240,7 +240,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(args: argparse.Namespace, ca_file: str, ports: list[int], server_pid: int) -> None:
-    from qosgate.simulate import ExtenderClient, SimulationConfig, Simulator
+    from qosgate.simulate.driver import ExtenderClient, SimulationConfig, Simulator
 
     names = [node_name(i) for i in range(args.nodes)]
     first = args.bind_requests

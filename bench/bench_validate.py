@@ -8,7 +8,7 @@ admitted and every admission writes a reservation). Modes, one port each, measur
   checks-only     static checks only (no quota engine)
   quota-local     quota engine, in-process reservations (one replica)
   quota-ledger    quota engine + ledger ConfigMap on the fake API (what several replicas run), validator in the
-                  thread pool (webhook.validate.add_validate_route)
+                  thread pool (qosgate.webhook.validate.add_validate_route)
   ledger-inline   the same engine called on the event loop (create_webhook_app(validate=...)), for comparison
 
 The informer is simulated: each admitted pod is applied to the replica's PodStore ~10 ms later, as the watch
@@ -96,14 +96,14 @@ def _stats_endpoint(engine: Any, books: Any) -> Any:
 
 
 def serve(cert_dir: str, port_file: str, kubeconfig: str, observed_grace: float) -> None:
-    from certs.serving import TLSServer
-    from qosgate.catalog import CatalogHolder
+    from qosgate.core.catalog import CatalogHolder
+    from qosgate.core.quota import load_quota_yaml
     from qosgate.kube.config import load_api_client
     from qosgate.kube.store import PodStore
-    from qosgate.quota import load_quota_yaml
-    from webhook.app import create_webhook_app
-    from webhook.quota_engine import QuotaEngine, StaticQuotas, ledger_books, local_books
-    from webhook.validate import Validator, add_validate_route
+    from qosgate.serving.tls import TLSServer
+    from qosgate.webhook.app import create_webhook_app
+    from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas, ledger_books, local_books
+    from qosgate.webhook.validate import Validator, add_validate_route
 
     api_client = load_api_client(kubeconfig)
     quotas = StaticQuotas({"*": [load_quota_yaml(QUOTA_YAML, "bench quota")]})
@@ -148,8 +148,8 @@ def review_bodies(count: int, namespaces: int) -> list[bytes]:
     """Pod CREATE reviews as the validating webhook sees them: mutated, with a fresh UID each."""
     import jsonpatch
 
-    from qosgate.catalog import DEFAULT_CATALOG
-    from webhook.mutate import mutate_pod
+    from qosgate.core.catalog import DEFAULT_CATALOG
+    from qosgate.webhook.mutate import mutate_pod
 
     pod = {
         "apiVersion": "v1", "kind": "Pod",
@@ -274,7 +274,7 @@ def main() -> None:
         serve(*args.serve, args.observed_grace)
         return
 
-    from certs.generate import ensure_certificates
+    from qosgate.certs.generate import ensure_certificates
 
     me = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as tmp:

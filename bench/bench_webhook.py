@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request, Response
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.loadgen import closed_loop, open_loop
-from certs.generate import ensure_certificates
+from qosgate.certs.generate import ensure_certificates
 
 HOSTNAME = "qosgate-webhook.qosgate-system.svc"
 
@@ -75,9 +75,9 @@ def review_bodies(count: int = 64) -> list[bytes]:
 
 
 def serve(cert_dir: str, port_file: str) -> None:
-    from certs.serving import TLSServer
-    from qosgate.catalog import CatalogHolder
-    from webhook.app import create_webhook_app
+    from qosgate.core.catalog import CatalogHolder
+    from qosgate.serving.tls import TLSServer
+    from qosgate.webhook.app import create_webhook_app
 
     server = TLSServer([(null_webhook_app(), 0), (create_webhook_app(CatalogHolder()), 0)], cert_dir,
                        host="127.0.0.1", configure_logging=False, access_log=False)

@@ -1,8 +1,8 @@
 """Certificates for the webhook and extender.
 
-- :mod:`certs.generate` — CA + serving certificate (``cryptography``), ensure/renew, caBundle, Secret manifest.
-- :mod:`certs.cli` — ``qosgate certs generate|ensure``.
-- :mod:`certs.serving` — uvicorn over HTTPS with certificate hot reload (:class:`certs.serving.TLSServer`).
+- :mod:`qosgate.certs.generate` — CA + serving certificate (``cryptography``), ensure/renew, caBundle, Secret manifest.
+- :mod:`qosgate.certs.cli` — ``qosgate certs generate|ensure``.
+- :mod:`qosgate.serving.tls` — uvicorn over HTTPS with certificate hot reload (:class:`qosgate.serving.tls.TLSServer`).
 
-Nothing is imported here so ``import certs.generate`` does not pull in uvicorn.
+Nothing is imported here so ``import qosgate.certs.generate`` does not pull in uvicorn.
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from certs.generate import (
+from qosgate.certs.generate import (
     DEFAULT_CA_DAYS,
     DEFAULT_RENEW_BEFORE_DAYS,
     DEFAULT_SERVING_DAYS,
@@ -259,7 +259,7 @@ def run_certs(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m certs.cli certs generate …``), mainly for tests and debugging."""
+    """Stand-alone entry (``python -m qosgate.certs.cli certs generate …``), mainly for tests and debugging."""
     parser = argparse.ArgumentParser(prog="qosgate")
     add_certs_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ Files written into the certificate directory (the names a ``kubernetes.io/tls`` 
 - ``tls.crt`` / ``tls.key``: serving leaf signed by the CA (serverAuth).
 
 Every file is written atomically (temp file in the same directory + ``os.replace``) so a reader —
-including :mod:`certs.serving`'s hot reloader — never sees a truncated file; private keys are
+including :mod:`qosgate.serving.tls`'s hot reloader — never sees a truncated file; private keys are
 created with mode 0600 before any key byte is written.
 """
 

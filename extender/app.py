@@ -28,8 +28,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from extender.state import Binder, ExtenderState
-from extender.wire import (
+from qosgate.extender.codec import (
     WireError,
     decode_args,
     decode_binding,
@@ -38,7 +37,8 @@ from extender.wire import (
     encode_filter_result,
     encode_priorities,
 )
-from qosgate.metrics import EXTENDER_LATENCY, EXTENDER_RESULTS
+from qosgate.extender.state import Binder, ExtenderState
+from qosgate.serving.metrics import EXTENDER_LATENCY, EXTENDER_RESULTS
 
 log = logging.getLogger("qosgate.extender")
 

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from extender.state import BindOutcome, BindResult
+from qosgate.extender.state import BindOutcome, BindResult
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,9 @@ from itertools import compress, repeat
 from operator import floordiv, lt, mul, sub
 from typing import Any, Protocol
 
-from extender.ledger import Ledger, Reservation
-from qosgate.kube.records import (
+from qosgate.core.nodefit import MAX_SCORE, STRATEGIES, Fit, Strategy, check_fit, protectable
+from qosgate.core.nodetally import Ledger, Reservation
+from qosgate.core.records import (
     Accounting,
     ClassKey,
     NodeRecord,
@@ -47,7 +48,6 @@ from qosgate.kube.records import (
     pod_record_from_raw,
 )
 from qosgate.kube.store import NodeStore, PodStore
-from qosgate.nodefit import MAX_SCORE, STRATEGIES, Fit, Strategy, check_fit, protectable
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from extender.app import create_extender_app
-from extender.binder import KubeBinder
-from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
-from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
+from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
+from qosgate.core.nodefit import protectable
+from qosgate.extender.app import create_extender_app
+from qosgate.extender.binder import KubeBinder
+from qosgate.extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.kube.store import NodeStore, PodStore
-from qosgate.metrics import STATE, Sample, cache_samples
-from qosgate.nodefit import protectable
+from qosgate.serving.metrics import STATE, Sample, cache_samples
 
 log = logging.getLogger("qosgate.extender")
 
@@ -133,7 +133,7 @@ class CatchUpBarrier:
 def build_extender_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
     """The extender app; starts what it needs and registers stoppers and readiness checks on `runtime`.
 
-    `runtime` is qosgate.serve.Runtime (readiness: Readiness with `.checks`, stoppers: list of callables);
+    `runtime` is qosgate.cli.serve.Runtime (readiness: Readiness with `.checks`, stoppers: list of callables);
     `api` is a kubernetes ApiClient, or None with --local.
     """
     catalog = load_catalog_file(args.catalog) if getattr(args, "catalog", None) else DEFAULT_CATALOG

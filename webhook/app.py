@@ -15,10 +15,10 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from qosgate.catalog import CatalogHolder
-from qosgate.metrics import ADMISSION_LATENCY, ADMISSIONS
-from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review, encode_response
-from webhook.mutate import mutate
+from qosgate.core.catalog import CatalogHolder
+from qosgate.serving.metrics import ADMISSION_LATENCY, ADMISSIONS
+from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review, encode_response
+from qosgate.webhook.mutate import mutate
 
 log = logging.getLogger("qosgate.webhook")
 

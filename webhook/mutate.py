@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate import annotations as keys
-from qosgate.catalog import Catalog
-from qosgate.compile import compile_pod
-from qosgate.errors import InvalidError
-from webhook.admission import AdmissionRequest, AdmissionResponse
-from webhook.patch import sync_owned_map
+from qosgate.core import annotations as keys
+from qosgate.core.catalog import Catalog
+from qosgate.core.compile import compile_pod
+from qosgate.core.errors import InvalidError
+from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
+from qosgate.webhook.patch import sync_owned_map
 
 OWNED_LABELS = frozenset({keys.KOORD_QOS_CLASS_LABEL})
 

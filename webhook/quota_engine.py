@@ -49,12 +49,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from qosgate.annotations import QUOTA_LABEL, SYSTEM_NAMESPACE
-from qosgate.errors import InvalidError
-from qosgate.kube.records import PodRecord
-from qosgate.kube.store import ClassUsage, ObjectStore
-from qosgate.qosresources import ClassAssignments
-from qosgate.quota import (
+from qosgate.core.annotations import QUOTA_LABEL, SYSTEM_NAMESPACE
+from qosgate.core.errors import InvalidError
+from qosgate.core.qosresources import ClassAssignments
+from qosgate.core.quota import (
     QUOTA_LABEL_VALUE,
     Quota,
     QuotaVerdict,
@@ -64,6 +62,8 @@ from qosgate.quota import (
     quota_from_configmap,
     quotas_in_force,
 )
+from qosgate.core.records import PodRecord
+from qosgate.kube.store import ClassUsage, ObjectStore
 
 log = logging.getLogger("qosgate.webhook.quota")
 
@@ -473,7 +473,7 @@ class QuotaEngine:
 
     # --- introspection (tests, metrics) ----------------------------------------------------------------
     def samples(self) -> list[tuple[str, str, dict[str, str], float]]:
-        """Scrape-time samples for qosgate.metrics.STATE: `STATE.register("quota", engine.samples)`.
+        """Scrape-time samples for qosgate.serving.metrics.STATE: `STATE.register("quota", engine.samples)`.
 
         Counters are plain ints bumped without a lock (leaders of different namespaces may race): close
         enough for monitoring, never used for decisions.

@@ -1,15 +1,15 @@
 """The validating admission decision: pick the checks that apply to a request and fold their findings.
 
 Pods
-  CREATE  classes (webhook.checks.classes) → owned annotations/labels (webhook.checks.owned) → quota
-          (webhook.quota_engine), the last only for pods asking for a class and only when every static
+  CREATE  classes (qosgate.webhook.checks.classes) → owned annotations/labels (qosgate.webhook.checks.owned) → quota
+          (qosgate.webhook.quota_engine), the last only for pods asking for a class and only when every static
           check passed, so a refused pod never holds a reservation.
-  UPDATE  classes are immutable (webhook.checks.immutable); nothing is recomputed from the current catalog.
+  UPDATE  classes are immutable (qosgate.webhook.checks.immutable); nothing is recomputed from the current catalog.
 ConfigMaps
-  the catalog and quota ConfigMaps: only admins (webhook.checks.admins), and only valid content
-  (webhook.checks.configmaps).
+  the catalog and quota ConfigMaps: only admins (qosgate.webhook.checks.admins), and only valid content
+  (qosgate.webhook.checks.configmaps).
 Workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, …)
-  unknown classes and classes the namespace quota does not allow (webhook.checks.workloads); no capacity.
+  unknown classes and classes the namespace quota does not allow (qosgate.webhook.checks.workloads); no capacity.
 Anything else is allowed untouched. A validating response never carries a patch.
 
 Failure behaviour
@@ -19,7 +19,7 @@ Failure behaviour
   409s beyond the retry bound), such pods are denied with HTTP 503 ServiceUnavailable and a message saying to
   retry. Pods without a class, and namespaces without a quota, are never affected.
 - An invalid quota ConfigMap in force refuses pods asking for a class (403, naming the bad fields).
-- A bug raising out of a check becomes a 500 denial in webhook.app (never an unhandled error).
+- A bug raising out of a check becomes a 500 denial in qosgate.webhook.app (never an unhandled error).
 - With failurePolicy Fail (recommended for this webhook: it guards quotas and tamper attempts), an
   unreachable webhook refuses the covered writes; run ≥ 2 replicas with a PodDisruptionBudget.
 
@@ -36,18 +36,18 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from qosgate.catalog import CatalogHolder
-from qosgate.qosresources import class_assignments
-from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review
-from webhook.checks import PASS, Finding
-from webhook.checks.admins import check_writer
-from webhook.checks.classes import check_classes
-from webhook.checks.configmaps import check_configmap_content
-from webhook.checks.immutable import check_immutable
-from webhook.checks.owned import check_owned
-from webhook.checks.settings import ValidatorSettings
-from webhook.checks.workloads import WORKLOAD_KINDS, check_workload
-from webhook.quota_engine import QuotaEngine
+from qosgate.core.catalog import CatalogHolder
+from qosgate.core.qosresources import class_assignments
+from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review
+from qosgate.webhook.checks import PASS, Finding
+from qosgate.webhook.checks.admins import check_writer
+from qosgate.webhook.checks.classes import check_classes
+from qosgate.webhook.checks.configmaps import check_configmap_content
+from qosgate.webhook.checks.immutable import check_immutable
+from qosgate.webhook.checks.owned import check_owned
+from qosgate.webhook.checks.settings import ValidatorSettings
+from qosgate.webhook.checks.workloads import WORKLOAD_KINDS, check_workload
+from qosgate.webhook.quota_engine import QuotaEngine
 
 __all__ = ["Validator", "ValidatorSettings", "add_validate_route", "build_validator"]
 
@@ -149,10 +149,10 @@ def add_validate_route(app: FastAPI, validator: Validator, path: str = "/validat
     `create_webhook_app(..., validate=validator)` calls the validator on the event loop, which is right for a
     pure validator but lets a ledger round trip stall every other request of the replica and defeats the
     engine's group commit (only one request would ever be in flight). This route runs a blocking validator in
-    Starlette's thread pool and then hands the ready decision to webhook.app.admit, so body limits, error
+    Starlette's thread pool and then hands the ready decision to qosgate.webhook.app.admit, so body limits, error
     mapping, metrics and logs stay exactly those of the shared shell.
     """
-    from webhook.app import MAX_BODY_BYTES, BodyTooLarge, admit, error_response, read_body
+    from qosgate.webhook.app import MAX_BODY_BYTES, BodyTooLarge, admit, error_response, read_body
 
     @app.post(path)
     async def validate_endpoint(request: Request) -> Response:

@@ -15,12 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from qosgate.catalog import CatalogHolder, load_catalog_file
+from qosgate.core.catalog import CatalogHolder, load_catalog_file
 from qosgate.kube.catalog import catalog_ref
-from qosgate.metrics import STATE, Sample, cache_samples
-from webhook.app import create_webhook_app
-from webhook.checks.settings import ValidatorSettings
-from webhook.validate import add_validate_route, build_validator
+from qosgate.serving.metrics import STATE, Sample, cache_samples
+from qosgate.webhook.app import create_webhook_app
+from qosgate.webhook.checks.settings import ValidatorSettings
+from qosgate.webhook.validate import add_validate_route, build_validator
 
 log = logging.getLogger("qosgate.webhook")
 
@@ -92,7 +92,7 @@ def quota_samples(quotas: Any, pods: Any, configmaps: Any) -> Callable[[], Itera
 
 
 def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
-    """The webhook app; registers stoppers and readiness checks on `runtime` (qosgate.serve.Runtime)."""
+    """The webhook app; registers stoppers and readiness checks on `runtime` (qosgate.cli.serve.Runtime)."""
     holder = CatalogHolder(load_catalog_file(args.catalog), args.catalog) if args.catalog else CatalogHolder()
     settings = settings_from_args(args)
     app = create_webhook_app(holder, is_ready=runtime.readiness)
@@ -101,7 +101,7 @@ def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -
         return app
 
     from qosgate.kube.informer import ClusterCache
-    from webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books
+    from qosgate.webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books
 
     if not args.catalog:
         catalog_informer = watch_catalog(api, holder, settings.catalog_namespace, settings.catalog_name)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
-from qosgate.catalog import Catalog, catalog_from_configmap
-from qosgate.errors import InvalidError, QosgateError
+from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
+from qosgate.core.catalog import Catalog, catalog_from_configmap
+from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.kube.rest import ApiError, request_json
 
-log = logging.getLogger("qosgate.catalog")
+log = logging.getLogger("qosgate.core.catalog")
 
 DEFAULT_CATALOG_REF = f"{SYSTEM_NAMESPACE}/{CATALOG_CONFIGMAP}"
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 
 from qosgate.kube.rest import ApiError, KubeError, request_json
-from qosgate.metrics import LEDGER_CONFLICTS
+from qosgate.serving.metrics import LEDGER_CONFLICTS
 
 T = TypeVar("T")
 

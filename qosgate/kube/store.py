@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from qosgate.kube.records import (
+from qosgate.core.records import (
     Accounting,
     ClassKey,
     NodeRecord,

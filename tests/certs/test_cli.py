@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certs.cli import add_certs_parser, main, run_certs
-from certs.generate import certificate_not_after, certificate_sans
+from qosgate.certs.cli import add_certs_parser, main, run_certs
+from qosgate.certs.generate import certificate_not_after, certificate_sans
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["certs", "generate", "--service", "qosgate-webhook", "--namespace", "qosgate-system"]
@@ -120,7 +120,7 @@ def test_errors_never_print_a_traceback_from_a_real_process(tmp_path: Path) -> N
     blocker.write_text("")
     for extra in (["--out", str(blocker / "sub")], ["--out", str(tmp_path / "ok"), "--ip", "300.1.1.1"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "certs.cli", *BASE, *extra],
+            [sys.executable, "-m", "qosgate.certs.cli", *BASE, *extra],
             cwd=REPO,
             capture_output=True,
             text=True,

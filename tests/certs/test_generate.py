@@ -1,4 +1,4 @@
-"""certs.generate: what kube-apiserver will check (SANs, chain, EKU), file hygiene, ensure/renew."""
+"""qosgate.certs.generate: what kube-apiserver will check (SANs, chain, EKU), file hygiene, ensure/renew."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from certs import generate as gen
-from certs.generate import (
+from qosgate.certs import generate as gen
+from qosgate.certs.generate import (
     CertPaths,
     EnsureAction,
     atomic_write,

@@ -22,14 +22,14 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from certs.serving import running_server
-from qosgate.catalog import CatalogHolder
+from qosgate.core.catalog import CatalogHolder
 from qosgate.kube.informer import ClusterCache
+from qosgate.serving.tls import running_server
+from qosgate.webhook.app import create_webhook_app
+from qosgate.webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books, ledger_name
+from qosgate.webhook.validate import ValidatorSettings, add_validate_route, build_validator
 from tests.fakeapi import FakeAPIServer
 from tests.support.tls import WEBHOOK_HOSTNAME, async_https_client, eventually
-from webhook.app import create_webhook_app
-from webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books, ledger_name
-from webhook.validate import ValidatorSettings, add_validate_route, build_validator
 
 REPLICAS = 3
 TTL = 30.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from certs.generate import generate_certificates
+from qosgate.certs.generate import generate_certificates
 
 EXTENDER_SERVICE = "qosgate-extender"
 EXTENDER_NAMESPACE = "qosgate-system"

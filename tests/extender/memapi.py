@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from extender.state import BindOutcome, BindResult
-from qosgate.kube.records import NodeRecord, pod_record_from_raw
+from qosgate.core.nodefit import protectable
+from qosgate.core.records import NodeRecord, pod_record_from_raw
+from qosgate.extender.state import BindOutcome, BindResult
 from qosgate.kube.store import ADDED, DELETED, MODIFIED, PodStore
-from qosgate.nodefit import protectable
 
 
 class MemoryAPI:

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate.annotations import CARRIER_POD, MEMORY_MIN, NODE_QOS_CLASSES, PROTECTABLE_MEMORY
+from qosgate.core.annotations import CARRIER_POD, MEMORY_MIN, NODE_QOS_CLASSES, PROTECTABLE_MEMORY
 
 GI = 2**30
 _uids = itertools.count(1)

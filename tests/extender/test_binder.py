@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from extender.binder import KubeBinder, binding_body
-from extender.state import BindOutcome
+from qosgate.extender.binder import KubeBinder, binding_body
+from qosgate.extender.state import BindOutcome
 from qosgate.kube.config import load_api_client
 from tests.extender.objects import make_node, make_pod
 from tests.fakeapi.server import FakeAPIServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from extender.wiring import CatchUpBarrier
+from qosgate.extender.wiring import CatchUpBarrier
 from qosgate.kube.store import PodStore
 from tests.support.processes import free_port
 from tests.support.tls import eventually

@@ -11,10 +11,10 @@ import httpx
 import orjson
 import pytest
 
-from certs.serving import running_app
-from extender.app import create_extender_app, create_null_extender_app
-from extender.state import ExtenderSettings, ExtenderState
+from qosgate.extender.app import create_extender_app, create_null_extender_app
+from qosgate.extender.state import ExtenderSettings, ExtenderState
 from qosgate.kube.store import ADDED, NodeStore, PodStore
+from qosgate.serving.tls import running_app
 from tests.extender.conftest import EXTENDER_HOSTNAME
 from tests.extender.memapi import MemoryAPI
 from tests.extender.objects import GI, bound, make_node, make_pod

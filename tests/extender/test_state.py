@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
+from qosgate.core.nodefit import Fit, check_fit, protectable, score
+from qosgate.extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.kube.store import ADDED, DELETED, MODIFIED, NodeStore, PodStore
-from qosgate.nodefit import Fit, check_fit, protectable, score
 from tests.extender.memapi import MemoryAPI, overcommitted
 from tests.extender.objects import GI, bound, make_node, make_pod
 

@@ -53,7 +53,7 @@ def self_signed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     assert argv[0] == "qosgate"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from qosgate.cli import main; sys.exit(main())", *argv[1:]],
+        [sys.executable, "-c", "import sys; from qosgate.cli.main import main; sys.exit(main())", *argv[1:]],
         cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import yaml
 
-from qosgate import annotations
-from qosgate.catalog import CATALOG_DATA_KEY, catalog_from_configmap
-from qosgate.quota import QUOTA_DATA_KEY, QUOTA_LABEL_VALUE, quota_from_configmap
+from qosgate.core import annotations
+from qosgate.core.catalog import CATALOG_DATA_KEY, catalog_from_configmap
+from qosgate.core.quota import QUOTA_DATA_KEY, QUOTA_LABEL_VALUE, quota_from_configmap
 from tests.manifests.helpers import NAMESPACE, Obj, one
 
 NRI_CONFIGMAP = "nri-memory-qos-config.default"  # the name the plugin's DaemonSet mounts

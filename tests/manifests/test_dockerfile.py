@@ -50,8 +50,8 @@ def test_build_stage_makes_a_wheel_and_a_virtualenv() -> None:
     build = " ".join(args for _, args in stages()[0])
     assert "pip wheel" in build and "venv" in build
     copied = {args.split()[0] for i, args in stages()[0] if i == "COPY"}
-    packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert packages <= copied
+    source_folders = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())
+    assert source_folders <= copied
     assert PYPROJECT["project"]["readme"] in " ".join(a for i, a in stages()[0] if i == "COPY")
 
 

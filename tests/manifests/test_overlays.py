@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certs.generate import certificate_sans
+from qosgate.certs.generate import certificate_sans
 from tests.manifests.helpers import (
     CA_BUNDLE_PLACEHOLDER,
     EXTENDER,

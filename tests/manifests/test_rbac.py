@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qosgate.cli import build_parser
+from qosgate.cli.main import build_parser
 from tests.manifests.helpers import EXTENDER, NAMESPACE, WEBHOOK, Obj, kinds, one
 
 CLUSTER = "*cluster*"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qosgate import annotations
+from qosgate.core import annotations
 from tests.manifests.helpers import NAMESPACE, Obj
 from tests.manifests.test_webhooks import SYSTEM_CONFIGMAPS, webhooks
 
@@ -72,7 +72,7 @@ POD_HOOKS = ["mutate-pods.qosgate.io", "validate-pods.qosgate.io"]
 @pytest.mark.parametrize("key", SELECTED_KEYS + IGNORED_KEYS)
 def test_pod_conditions_select_exactly_the_keys_qosgate_reads_or_owns(base: list[Obj], hook: str, key: str) -> None:
     expected = annotations.is_carrier_annotation(key) or annotations.is_owned_annotation(key)
-    assert expected == (key in SELECTED_KEYS)  # the key lists above agree with qosgate.annotations
+    assert expected == (key in SELECTED_KEYS)  # the key lists above agree with qosgate.core.annotations
     other = {"team": "a"}
     assert called(base, hook, "CREATE", pod({**other, key: "x"})) == expected
     assert called(base, hook, "UPDATE", pod({**other, key: "x"}), pod(other)) == expected

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from qosgate import annotations
+from qosgate.core import annotations
 from tests.manifests.helpers import NAMESPACE, WEBHOOK, Obj, kinds, one, selector_matches
 
 EXCLUDED = {"kube-system", NAMESPACE}

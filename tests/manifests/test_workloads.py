@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qosgate.cli import build_parser
+from qosgate.cli.main import build_parser
 from tests.manifests.helpers import EXTENDER, NAMESPACE, REPO, TLS_SECRET, WEBHOOK, Obj, kinds, one, selector_matches
 
 CERT_DIR = "/etc/qosgate/certs"

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from cryptography import x509
 
-from certs.generate import CA_CERT_FILE, generate_certificates
-from certs.serving import ASGIApp, running_app, running_server
+from qosgate.certs.generate import CA_CERT_FILE, generate_certificates
+from qosgate.serving.tls import ASGIApp, running_app, running_server
 
 __all__ = [
     "WEBHOOK_HOSTNAME",
@@ -130,8 +130,8 @@ def async_https_client(
 def serve_app(app: ASGIApp, cert_dir: str | os.PathLike[str], **kwargs: Any) -> Iterator[int]:
     """Serve ``app`` over HTTPS on a free loopback port in a background thread; yields the port.
 
-    kwargs go to :class:`certs.serving.TLSServer` (e.g. ``reload_interval``). For access to the
-    reloader, use :func:`certs.serving.running_server` instead, which yields the TLSServer.
+    kwargs go to :class:`qosgate.serving.tls.TLSServer` (e.g. ``reload_interval``). For access to the
+    reloader, use :func:`qosgate.serving.tls.running_server` instead, which yields the TLSServer.
     """
     with running_app(app, cert_dir, **kwargs) as port:
         yield port

@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
-from webhook.admission import (
+from qosgate.webhook.admission import (
     API_VERSION,
     KIND,
     WARNING_LIMIT,

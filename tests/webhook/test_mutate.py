@@ -10,7 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from qosgate.annotations import (
+from qosgate.core.annotations import (
     CARRIER_CONTAINER_PREFIX,
     CARRIER_POD,
     KOORD_MEMORY_QOS,
@@ -22,10 +22,10 @@ from qosgate.annotations import (
     RESOLVED,
     is_owned_annotation,
 )
-from qosgate.catalog import DEFAULT_CATALOG, Catalog, load_catalog_yaml
-from qosgate.compile import compile_pod
-from webhook.admission import API_VERSION, KIND, AdmissionResponse, decode_review, encode_response
-from webhook.mutate import mutate, mutate_pod
+from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, load_catalog_yaml
+from qosgate.core.compile import compile_pod
+from qosgate.webhook.admission import API_VERSION, KIND, AdmissionResponse, decode_review, encode_response
+from qosgate.webhook.mutate import mutate, mutate_pod
 
 GI = 2**30
 KOORDINATOR = load_catalog_yaml("""\

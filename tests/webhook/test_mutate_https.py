@@ -11,9 +11,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from qosgate.catalog import CatalogHolder, load_catalog_yaml
+from qosgate.core.catalog import CatalogHolder, load_catalog_yaml
+from qosgate.webhook.app import MAX_BODY_BYTES, create_webhook_app
 from tests.support.tls import https_client, serve_app
-from webhook.app import MAX_BODY_BYTES, create_webhook_app
 
 KOORD_CATALOG = """
 backends: [koordinator]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.patch import escape_pointer, sync_owned_map
+from qosgate.webhook.patch import escape_pointer, sync_owned_map
 
 ANNOTATIONS = "/metadata/annotations"
 

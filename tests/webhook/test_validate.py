@@ -6,9 +6,11 @@ import copy
 
 import pytest
 
-from qosgate.catalog import CatalogHolder
+from qosgate.core.catalog import CatalogHolder
+from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.quota import load_quota_yaml
+from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas
+from qosgate.webhook.validate import ValidatorSettings, build_validator
 from tests.webhook.checks.helpers import (
     configmap,
     deployment,
@@ -17,8 +19,6 @@ from tests.webhook.checks.helpers import (
     raw_pod,
     request,
 )
-from webhook.quota_engine import QuotaEngine, StaticQuotas
-from webhook.validate import ValidatorSettings, build_validator
 
 QUOTA = load_quota_yaml("pod: [{name: memory-qos, classes: [{name: gold, capacity: 2}, {name: bronze}]}]",
                         "configmap team-a/q")

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from qosgate.core.qosresources import ClassAssignments
+from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.qosresources import ClassAssignments
-from qosgate.quota import load_quota_yaml
-from tests.qosgate.kube.podfactory import make_pod
+from qosgate.webhook.quota_engine import LocalBook, QuotaEngine, Reservation, StaticQuotas, local_books
+from tests.kube.podfactory import make_pod
 from tests.support.tls import eventually
-from webhook.quota_engine import LocalBook, QuotaEngine, Reservation, StaticQuotas, local_books
 
 GOLD = ClassAssignments(pod_level=(("memory-qos", "gold"),))
 SILVER = ClassAssignments(pod_level=(("memory-qos", "silver"),))
@@ -159,7 +159,7 @@ def test_ledger_failure_fails_closed() -> None:
 def test_invalid_quota_in_force_refuses() -> None:
     class Invalid(StaticQuotas):
         def quotas_for(self, namespace):
-            from webhook.quota_engine import QuotaLookup
+            from qosgate.webhook.quota_engine import QuotaLookup
             return QuotaLookup((), ("configmap team-a/q: data: missing key 'quota.yaml'",))
 
     e = QuotaEngine(synced_store(), Invalid({}), clock=Clock())

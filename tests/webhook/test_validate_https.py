@@ -10,14 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from qosgate.catalog import CatalogHolder
+from qosgate.core.catalog import CatalogHolder
+from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.quota import load_quota_yaml
+from qosgate.webhook.app import MAX_BODY_BYTES, create_webhook_app
+from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas
+from qosgate.webhook.validate import Validator, add_validate_route, build_validator
 from tests.support.tls import https_client, serve_app
 from tests.webhook.checks.helpers import gold_pod, quota_configmap, raw_pod
-from webhook.app import MAX_BODY_BYTES, create_webhook_app
-from webhook.quota_engine import QuotaEngine, StaticQuotas
-from webhook.validate import Validator, add_validate_route, build_validator
 
 QUOTAS = {
     "team-a": [load_quota_yaml("pod: [{name: memory-qos, classes: [{name: gold, capacity: 10}]}]",

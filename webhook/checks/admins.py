@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate.annotations import QUOTA_LABEL
-from webhook.admission import AdmissionRequest
-from webhook.checks import PASS, Finding, deny
-from webhook.checks.settings import ValidatorSettings
+from qosgate.core.annotations import QUOTA_LABEL
+from qosgate.webhook.admission import AdmissionRequest
+from qosgate.webhook.checks import PASS, Finding, deny
+from qosgate.webhook.checks.settings import ValidatorSettings
 
 _VERBS = {"CREATE": "create", "UPDATE": "change", "DELETE": "delete", "CONNECT": "connect to"}
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate.catalog import Catalog
-from qosgate.compile import CompiledPod, compile_pod
-from qosgate.errors import InvalidError
-from qosgate.qosresources import extract_requests
-from webhook.checks import PASS, Finding, deny
+from qosgate.core.catalog import Catalog
+from qosgate.core.compile import CompiledPod, compile_pod
+from qosgate.core.errors import InvalidError
+from qosgate.core.qosresources import extract_requests
+from qosgate.webhook.checks import PASS, Finding, deny
 
 
 def check_classes(pod: Mapping[str, Any], catalog: Catalog) -> tuple[Finding, CompiledPod | None]:

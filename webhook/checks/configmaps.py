@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate.annotations import QUOTA_LABEL
-from qosgate.catalog import Catalog, catalog_from_configmap
-from qosgate.errors import InvalidError
-from qosgate.quota import QUOTA_LABEL_VALUE, quota_from_configmap
-from webhook.admission import AdmissionRequest
-from webhook.checks import PASS, Finding, deny, warn
-from webhook.checks.admins import configmap_name, is_catalog
-from webhook.checks.settings import ValidatorSettings
+from qosgate.core.annotations import QUOTA_LABEL
+from qosgate.core.catalog import Catalog, catalog_from_configmap
+from qosgate.core.errors import InvalidError
+from qosgate.core.quota import QUOTA_LABEL_VALUE, quota_from_configmap
+from qosgate.webhook.admission import AdmissionRequest
+from qosgate.webhook.checks import PASS, Finding, deny, warn
+from qosgate.webhook.checks.admins import configmap_name, is_catalog
+from qosgate.webhook.checks.settings import ValidatorSettings
 
 
 def _with_identity(request: AdmissionRequest) -> Mapping[str, Any]:

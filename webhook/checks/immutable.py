@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate import annotations as keys
-from qosgate.qosresources import CONTAINER_KINDS
-from webhook.checks import PASS, Finding, deny
+from qosgate.core import annotations as keys
+from qosgate.core.qosresources import CONTAINER_KINDS
+from qosgate.webhook.checks import PASS, Finding, deny
 
 _OWNED_LABELS = (keys.KOORD_QOS_CLASS_LABEL,)
 _SHOWN = 40

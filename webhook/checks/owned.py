@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qosgate import annotations as keys
-from qosgate.compile import CompiledPod
-from webhook.checks import PASS, Finding, deny
+from qosgate.core import annotations as keys
+from qosgate.core.compile import CompiledPod
+from qosgate.webhook.checks import PASS, Finding, deny
 
 _SHOWN = 60
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qosgate.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
+from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 
 DEFAULT_ADMIN_GROUPS = frozenset({"system:masters"})
 DEFAULT_CONTROLLER_DELETERS = frozenset({

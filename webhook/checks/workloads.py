@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qosgate.catalog import Catalog
-from qosgate.compile import compile_pod
-from qosgate.errors import InvalidError
-from qosgate.qosresources import QosRequests, class_assignments, extract_requests
-from qosgate.quota import Quota, allow_list_verdict
-from qosgate.workloads import describe, pod_templates
-from webhook.checks import PASS, Finding
+from qosgate.core.catalog import Catalog
+from qosgate.core.compile import compile_pod
+from qosgate.core.errors import InvalidError
+from qosgate.core.qosresources import QosRequests, class_assignments, extract_requests
+from qosgate.core.quota import Quota, allow_list_verdict
+from qosgate.core.workloads import describe, pod_templates
+from qosgate.webhook.checks import PASS, Finding
 
 # (API group, kind) of the workloads whose templates are checked. Pod itself has its own checks.
 WORKLOAD_KINDS = frozenset({

@@ -9,9 +9,9 @@ from typing import Any
 
 import jsonpatch
 
-from qosgate.catalog import DEFAULT_CATALOG, Catalog
-from webhook.admission import AdmissionRequest
-from webhook.mutate import mutate_pod
+from qosgate.core.catalog import DEFAULT_CATALOG, Catalog
+from qosgate.webhook.admission import AdmissionRequest
+from qosgate.webhook.mutate import mutate_pod
 
 GI = 2**30
 _counter = itertools.count()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from qosgate.webhook.checks.admins import check_writer
+from qosgate.webhook.checks.settings import ValidatorSettings
 from tests.webhook.checks.helpers import configmap, quota_configmap, request
-from webhook.checks.admins import check_writer
-from webhook.checks.settings import ValidatorSettings
 
 SETTINGS = ValidatorSettings.of(admin_users=["quota-bot"], admin_groups=["system:masters", "platform"])
 QUOTA = quota_configmap("pod: []")

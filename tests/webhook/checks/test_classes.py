@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from qosgate.catalog import DEFAULT_CATALOG
+from qosgate.core.catalog import DEFAULT_CATALOG
+from qosgate.webhook.checks.classes import check_classes
 from tests.webhook.checks.helpers import container, raw_pod
-from webhook.checks.classes import check_classes
 
 
 def test_classless_pod_is_not_compiled() -> None:

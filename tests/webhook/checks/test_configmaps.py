@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from qosgate.catalog import DEFAULT_CATALOG, DEFAULT_CATALOG_YAML
+from qosgate.core.catalog import DEFAULT_CATALOG, DEFAULT_CATALOG_YAML
+from qosgate.webhook.checks.configmaps import check_configmap_content
+from qosgate.webhook.checks.settings import ValidatorSettings
 from tests.webhook.checks.helpers import configmap, quota_configmap, request
-from webhook.checks.configmaps import check_configmap_content
-from webhook.checks.settings import ValidatorSettings
 
 SETTINGS = ValidatorSettings()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
+from qosgate.webhook.checks.immutable import check_immutable
 from tests.webhook.checks.helpers import gold_pod, raw_pod
-from webhook.checks.immutable import check_immutable
 
 
 def test_unrelated_changes_pass() -> None:

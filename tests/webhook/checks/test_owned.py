@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from qosgate.catalog import load_catalog_yaml
-from qosgate.compile import compile_pod
+from qosgate.core.catalog import load_catalog_yaml
+from qosgate.core.compile import compile_pod
+from qosgate.webhook.checks.owned import check_owned
 from tests.webhook.checks.helpers import gold_pod, mutated, raw_pod
-from webhook.checks.owned import check_owned
 
 KOORD = load_catalog_yaml("""
 backends: [koordinator]
@@ -17,7 +17,7 @@ resources:
 
 
 def compiled(pod, catalog=None):
-    from qosgate.catalog import DEFAULT_CATALOG
+    from qosgate.core.catalog import DEFAULT_CATALOG
     return compile_pod(pod, catalog or DEFAULT_CATALOG)
 
 

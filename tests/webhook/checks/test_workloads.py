@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from qosgate.catalog import DEFAULT_CATALOG
-from qosgate.quota import load_quota_yaml
+from qosgate.core.catalog import DEFAULT_CATALOG
+from qosgate.core.quota import load_quota_yaml
+from qosgate.webhook.checks.workloads import check_workload
 from tests.webhook.checks.helpers import deployment
-from webhook.checks.workloads import check_workload
 
 QUOTAS = [load_quota_yaml("pod: [{name: memory-qos, classes: [{name: silver, capacity: 1}, {name: bronze}]}]",
                           "configmap team-a/q")]

@@ -1,0 +1,259 @@
+"""The class catalog (DESIGN §3): which QoS resources and classes exist and what each class means on a node.
+
+Loaded from YAML (a file, or the `catalog.yaml` key of the `qosgate-classes` ConfigMap). Validation reports
+every offending field at once; callers keep the last valid catalog in force when a new one is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from qosgate.core.errors import FieldError, InvalidError, unknown_field_errors
+from qosgate.core.qosresources import class_name_problem, qualified_name_problem
+
+BACKENDS = ("nri-memory-qos", "koordinator", "kubelet")
+KOORDINATOR_QOS_CLASSES = ("LSE", "LSR", "LS", "BE", "SYSTEM")
+RESERVED_PREFIXES = ("k8s.io/", "kubernetes.io/")
+CATALOG_DATA_KEY = "catalog.yaml"
+
+_CLASS_KEYS = {"name", "memoryMinPercent", "throttlePercent", "swap", "nriClass", "koordinatorQoSClass"}
+_MEMORY_KEYS = _CLASS_KEYS - {"name"}
+_RESOURCE_KEYS = {"name", "classes"}
+_TOP_KEYS = {"resources", "backends", "protectablePercent"}
+
+
+@dataclass(frozen=True, slots=True)
+class QosClass:
+    name: str
+    memory_min_percent: int = 0
+    throttle_percent: int = 0
+    swap: bool = False
+    nri_class: str | None = None
+    koordinator_qos_class: str = "LS"
+
+
+@dataclass(frozen=True, slots=True)
+class QosResource:
+    name: str
+    classes: Mapping[str, QosClass]
+    # True for the one resource whose classes carry memory semantics (memory.min / memory.high).
+    memory: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    resources: Mapping[str, QosResource]
+    backends: tuple[str, ...] = ("nri-memory-qos",)
+    protectable_percent: int = 90
+    memory_resource: str | None = field(default=None)
+
+    @property
+    def accounting(self) -> str:
+        """kubelet (KEP-2570) protects every pod's requests itself, so that is what a node promises."""
+        return "kubelet" if "kubelet" in self.backends else "annotated"
+
+    def lookup(self, resource: str, klass: str, path: str) -> QosClass:
+        qos_resource = self.resources.get(resource)
+        if qos_resource is None:
+            known = ", ".join(self.resources) or "none"
+            raise InvalidError.single(path, f"unknown QoS resource {resource!r} (known: {known})")
+        qos_class = qos_resource.classes.get(klass)
+        if qos_class is None:
+            allowed = ", ".join(qos_resource.classes)
+            raise InvalidError.single(path, f"unknown class {klass!r} for {resource} (allowed: {allowed})")
+        return qos_class
+
+
+def _int_field(raw: Mapping[str, Any], key: str, path: str, low: int, high: int,
+               errors: list[FieldError], default: int) -> int:
+    if key not in raw:
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append(FieldError(f"{path}.{key}" if path else key,
+                                 f"must be an integer from {low} to {high}, got {value!r}"))
+        return default
+    return value
+
+
+def _parse_class(raw: object, path: str, errors: list[FieldError]) -> QosClass | None:
+    if not isinstance(raw, dict):
+        errors.append(FieldError(path, "must be an object with at least a name"))
+        return None
+    errors.extend(unknown_field_errors(raw, _CLASS_KEYS, path))
+    problem = class_name_problem(raw.get("name"))
+    if problem:
+        errors.append(FieldError(f"{path}.name", problem))
+        return None
+    swap = raw.get("swap", False)
+    if not isinstance(swap, bool):
+        errors.append(FieldError(f"{path}.swap", f"must be true or false, got {swap!r}"))
+        swap = False
+    nri_class = raw.get("nriClass")
+    if nri_class is not None and class_name_problem(nri_class):
+        errors.append(FieldError(f"{path}.nriClass", class_name_problem(nri_class) or ""))
+        nri_class = None
+    koord = raw.get("koordinatorQoSClass", "LS")
+    if koord not in KOORDINATOR_QOS_CLASSES:
+        errors.append(FieldError(f"{path}.koordinatorQoSClass",
+                                 f"must be one of {', '.join(KOORDINATOR_QOS_CLASSES)}, got {koord!r}"))
+        koord = "LS"
+    if swap and nri_class is None:
+        errors.append(FieldError(f"{path}.swap", "swap is granted through an NRI class: set nriClass too"))
+    return QosClass(
+        name=raw["name"],
+        memory_min_percent=_int_field(raw, "memoryMinPercent", path, 0, 100, errors, 0),
+        throttle_percent=_int_field(raw, "throttlePercent", path, 0, 100, errors, 0),
+        swap=swap,
+        nri_class=nri_class,
+        koordinator_qos_class=koord,
+    )
+
+
+def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
+    """Validate a decoded catalog document; InvalidError names every bad field (prefixed by `source`)."""
+    errors: list[FieldError] = []
+    if not isinstance(raw, dict):
+        raise InvalidError.single(source, "must be a mapping with resources and backends")
+    errors.extend(unknown_field_errors(raw, _TOP_KEYS, ""))
+
+    backends = raw.get("backends", ["nri-memory-qos"])
+    if not isinstance(backends, list) or not backends:
+        errors.append(FieldError("backends", f"must be a non-empty list of {', '.join(BACKENDS)}"))
+        backends = []
+    for i, backend in enumerate(backends):
+        if backend not in BACKENDS:
+            errors.append(FieldError(f"backends[{i}]", f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"))
+    # Only known names go on: an unknown entry may be a mapping, which set() below cannot hash.
+    backends = [b for b in backends if b in BACKENDS]
+    if len(set(backends)) != len(backends):
+        errors.append(FieldError("backends", "lists a backend more than once"))
+    if "kubelet" in backends and len(backends) > 1:
+        errors.append(FieldError("backends", "kubelet sets memory.min for every pod itself and cannot be "
+                                             "combined with another backend"))
+
+    protectable_percent = _int_field(raw, "protectablePercent", "", 1, 100, errors, 90)
+
+    resources: dict[str, QosResource] = {}
+    memory_resources: list[str] = []
+    raw_resources = raw.get("resources")
+    if not isinstance(raw_resources, list) or not raw_resources:
+        errors.append(FieldError("resources", "must be a non-empty list"))
+        raw_resources = []
+    for i, raw_resource in enumerate(raw_resources):
+        path = f"resources[{i}]"
+        if not isinstance(raw_resource, dict):
+            errors.append(FieldError(path, "must be an object with name and classes"))
+            continue
+        errors.extend(unknown_field_errors(raw_resource, _RESOURCE_KEYS, path))
+        name = raw_resource.get("name")
+        problem = qualified_name_problem(name)
+        if problem:
+            errors.append(FieldError(f"{path}.name", problem))
+            continue
+        if name.startswith(RESERVED_PREFIXES):
+            errors.append(FieldError(f"{path}.name", f"{name!r}: the k8s.io/ and kubernetes.io/ prefixes are "
+                                                     "reserved upstream"))
+            continue
+        if name in resources:
+            errors.append(FieldError(f"{path}.name", f"resource {name!r} is defined more than once"))
+            continue
+        raw_classes = raw_resource.get("classes")
+        if not isinstance(raw_classes, list) or not raw_classes:
+            errors.append(FieldError(f"{path}.classes", "must be a non-empty list"))
+            continue
+        classes: dict[str, QosClass] = {}
+        memory = False
+        for j, raw_class in enumerate(raw_classes):
+            qos_class = _parse_class(raw_class, f"{path}.classes[{j}]", errors)
+            if qos_class is None:
+                continue
+            if qos_class.name in classes:
+                errors.append(FieldError(f"{path}.classes[{j}].name",
+                                         f"class {qos_class.name!r} is defined more than once"))
+                continue
+            classes[qos_class.name] = qos_class
+            memory = memory or bool(_MEMORY_KEYS & set(raw_class))
+        resources[name] = QosResource(name=name, classes=classes, memory=memory)
+        if memory:
+            memory_resources.append(name)
+    if len(memory_resources) > 1:
+        errors.append(FieldError("resources", "only one resource may give its classes memory settings, found: "
+                                              + ", ".join(memory_resources)))
+    if errors:
+        raise InvalidError(FieldError(f"{source}: {e.path}" if e.path else source, e.message) for e in errors)
+    return Catalog(resources=resources, backends=tuple(backends), protectable_percent=protectable_percent,
+                   memory_resource=memory_resources[0] if memory_resources else None)
+
+
+def load_catalog_yaml(text: str, source: str = "catalog") -> Catalog:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidError.single(source, f"not valid YAML: {exc}") from None
+    return parse_catalog(raw, source)
+
+
+def load_catalog_file(path: str) -> Catalog:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise InvalidError.single(path, f"cannot read catalog: {exc.strerror}") from None
+    return load_catalog_yaml(text, path)
+
+
+def catalog_from_configmap(configmap: Mapping[str, Any]) -> Catalog:
+    metadata = configmap.get("metadata") or {}
+    source = f"configmap {metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    data = configmap.get("data") or {}
+    if CATALOG_DATA_KEY not in data:
+        raise InvalidError.single(f"{source}: data", f"missing key {CATALOG_DATA_KEY!r}")
+    return load_catalog_yaml(data[CATALOG_DATA_KEY], f"{source}: data[{CATALOG_DATA_KEY}]")
+
+
+DEFAULT_CATALOG_YAML = """\
+protectablePercent: 90
+backends: [nri-memory-qos]
+resources:
+- name: memory-qos
+  classes:
+  - name: gold
+    memoryMinPercent: 100
+    throttlePercent: 0
+    swap: false
+  - name: silver
+    memoryMinPercent: 50
+    throttlePercent: 90
+    swap: false
+  - name: bronze
+    memoryMinPercent: 0
+    nriClass: bronze
+"""
+
+DEFAULT_CATALOG = load_catalog_yaml(DEFAULT_CATALOG_YAML, "built-in catalog")
+
+
+class CatalogHolder:
+    """The catalog in force. A rejected update leaves the last valid catalog in place (DESIGN §3)."""
+
+    def __init__(self, catalog: Catalog = DEFAULT_CATALOG, source: str = "built-in catalog"):
+        self.current = catalog
+        self.source = source
+        self.last_error: str | None = None
+
+    def update_from_configmap(self, configmap: Mapping[str, Any]) -> str | None:
+        """Swap in the ConfigMap's catalog; returns the error (and keeps the old catalog) when invalid."""
+        try:
+            catalog = catalog_from_configmap(configmap)
+        except InvalidError as exc:
+            self.last_error = str(exc)
+            return self.last_error
+        # One attribute assignment: readers on other threads see the old or the new catalog, never a mix.
+        self.current = catalog
+        self.last_error = None
+        return None

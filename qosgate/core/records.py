@@ -1,0 +1,323 @@
+"""Compact, immutable views of the pods and nodes qosgate caches (pure: dicts in, records out).
+
+The cache holds up to ~150,000 pods, so a record keeps only what the extender and quotas decide on, and the
+values repeated across pods (namespaces, node names, phases, class tuples) are shared objects rather than
+one copy per pod. A raw object that cannot be read is never an exception here: the watch must keep going,
+so the bad part becomes a neutral value plus a line in `problems`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
+
+from qosgate.core.annotations import CARRIER_POD, MEMORY_MIN, NODE_QOS_CLASSES, PROTECTABLE_MEMORY
+from qosgate.core.errors import InvalidError
+from qosgate.core.memory import pod_requests_memory
+from qosgate.core.nodeoffer import parse_node_offer
+from qosgate.core.qosresources import pod_class_assignments
+from qosgate.core.quantity import parse_quantity
+
+Accounting = Literal["annotated", "kubelet"]
+_T = TypeVar("_T")
+ClassKey = tuple[str, str]
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+# What kube-apiserver defaults when the field is absent, so records look the same whoever created the pod.
+DEFAULT_PHASE = "Pending"
+DEFAULT_SCHEDULER = "default-scheduler"
+
+
+@dataclass(slots=True, frozen=True)
+class PodRecord:
+    uid: str
+    namespace: str
+    name: str
+    node_name: str  # "" while unbound
+    phase: str
+    terminating: bool  # metadata.deletionTimestamp set: still running until the kubelet confirms
+    memory_min: int
+    scheduler_name: str
+    pod_classes: tuple[ClassKey, ...]  # pod-level assignments (count pods)
+    container_classes: tuple[ClassKey, ...]  # container-level assignments (count containers)
+    classes: frozenset[ClassKey]  # distinct (resource, class) the pod uses
+    problems: tuple[str, ...] = ()  # unreadable annotations or quantities, reported rather than raised
+
+    @property
+    def active(self) -> bool:
+        """Still holds memory: anything not finished. Terminating pods count until they are gone."""
+        return self.phase not in TERMINAL_PHASES
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(slots=True, frozen=True)
+class NodeRecord:
+    name: str
+    allocatable_memory: int
+    protectable_override: int | None  # qosgate.io/protectable-memory
+    # None = annotation absent: the node offers every class, unlimited. {} = offers none.
+    offered_classes: Mapping[str, Mapping[str, int]] | None
+    unschedulable: bool
+    problems: tuple[str, ...] = ()  # unparsable node annotations, reported rather than crashing
+
+    def protectable(self, percent: int) -> int:
+        """DESIGN §8: the per-node override wins, else allocatable × percent / 100."""
+        if self.protectable_override is not None:
+            return self.protectable_override
+        return self.allocatable_memory * percent // 100
+
+    def __hash__(self) -> int:
+        # The read-only mappings are unhashable; the other fields identify a record well enough.
+        return hash((self.name, self.allocatable_memory, self.protectable_override, self.unschedulable))
+
+
+class _Shared:
+    """Canonical copies of values many records repeat, so 150,000 pods hold a handful of class tuples.
+
+    Bounded: past the limit the table starts over. Records stay correct either way; only sharing suffers,
+    and a cluster with that many distinct class combinations is already unusual.
+    """
+
+    __slots__ = ("_limit", "_table")
+
+    def __init__(self, limit: int = 4096):
+        self._table: dict[object, object] = {}
+        self._limit = limit
+
+    def get(self, value: _T) -> _T:
+        found = self._table.get(value)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        if len(self._table) >= self._limit:
+            self._table.clear()
+        self._table[value] = value
+        return value
+
+
+_shared_tuples = _Shared()
+_shared_sets = _Shared()
+_EMPTY: tuple[Any, ...] = ()
+_NO_CLASSES: frozenset[ClassKey] = frozenset()
+
+
+def _intern(value: object, default: str = "") -> str:
+    return sys.intern(value) if isinstance(value, str) else default
+
+
+def _class_tuple(pairs: tuple[ClassKey, ...]) -> tuple[ClassKey, ...]:
+    if not pairs:
+        return _EMPTY
+    return _shared_tuples.get(tuple(_shared_tuples.get((sys.intern(r), sys.intern(c))) for r, c in pairs))
+
+
+def _native_classes(spec: Mapping[str, Any]) -> bool:
+    if spec.get("qosResources"):
+        return True
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind) or ():
+            resources = container.get("resources") if isinstance(container, dict) else None
+            if isinstance(resources, dict) and resources.get("qosResources"):
+                return True
+    return False
+
+
+_Classes = tuple[tuple[ClassKey, ...], tuple[ClassKey, ...], frozenset[ClassKey]]
+_NONE: _Classes = (_EMPTY, _EMPTY, _NO_CLASSES)
+# Parsed class assignments by carrier signature. Pods of one workload share their annotations, so a relist
+# of 150,000 pods parses a few hundred distinct carriers instead of every pod's.
+_carrier_results: dict[tuple[object, ...], _Classes] = {}
+_CARRIER_CACHE_LIMIT = 4096
+
+
+def _carrier_key(annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[object, ...]:
+    """What the parsed classes depend on when no native field is present: the carrier annotations, plus
+    the container names when a container-level carrier may cite them (unknown names are errors)."""
+    carrier = tuple([item for item in annotations.items() if item[0].startswith(CARRIER_POD)])
+    if len(carrier) == 1 and carrier[0][0] == CARRIER_POD:
+        return carrier
+    return (carrier, *[c.get("name") for kind in ("initContainers", "containers")
+                       for c in spec.get(kind) or () if isinstance(c, dict)])
+
+
+def _pod_classes(obj: Mapping[str, Any], annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> _Classes:
+    native = _native_classes(spec)
+    key: tuple[object, ...] | None = None
+    if not native:
+        if not any(k.startswith(CARRIER_POD) for k in annotations):
+            return _NONE
+        key = _carrier_key(annotations, spec)
+        try:
+            found = _carrier_results.get(key)
+        except TypeError:  # a malformed object with unhashable values: parse it, do not cache it
+            key = found = None
+        if found is not None:
+            return found
+    assignments = pod_class_assignments(obj)
+    pod_classes = _class_tuple(assignments.pod_level)
+    container_classes = _class_tuple(assignments.container_level)
+    classes = _NO_CLASSES
+    if pod_classes or container_classes:
+        classes = _shared_sets.get(frozenset(pod_classes) | frozenset(container_classes))
+    result = (pod_classes, container_classes, classes)
+    if key is not None:
+        if len(_carrier_results) >= _CARRIER_CACHE_LIMIT:
+            _carrier_results.clear()
+        _carrier_results[key] = result
+    return result
+
+
+_requests_results: dict[tuple[object, ...], int] = {}
+
+
+def _kubelet_memory_min(spec: Mapping[str, Any]) -> int:
+    """pod_requests_memory, memoised on the memory fields: replicas of one workload share their figure."""
+    key: list[object] = []
+    for kind in ("initContainers", "containers"):
+        for c in spec.get(kind) or ():
+            resources = _dict(c.get("resources")) if isinstance(c, dict) else {}
+            key.append((kind, _dict(resources.get("requests")).get("memory"),
+                        _dict(resources.get("limits")).get("memory"), c.get("restartPolicy")))
+    signature = tuple(key)
+    try:
+        return _requests_results[signature]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable garbage in the fields: compute (and probably report) without caching
+        return pod_requests_memory(spec)
+    value = pod_requests_memory(spec)
+    if len(_requests_results) >= _CARRIER_CACHE_LIMIT:
+        _requests_results.clear()
+    _requests_results[signature] = value
+    return value
+
+
+def _memory_min_annotation(value: object) -> int:
+    # The webhook writes plain byte counts; skip the general quantity grammar for them.
+    if isinstance(value, str) and value.isdigit() and len(value) < 19 and value.isascii():
+        return int(value)
+    return parse_quantity(value, f"metadata.annotations[{MEMORY_MIN}]")
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def object_uid(obj: Mapping[str, Any]) -> str:
+    """The identity a store keys on: metadata.uid, or namespace/name for objects without one."""
+    metadata = _dict(obj.get("metadata"))
+    uid = metadata.get("uid")
+    if isinstance(uid, str) and uid:
+        return uid
+    return f"{metadata.get('namespace') or ''}/{metadata.get('name') or ''}"
+
+
+def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annotated") -> PodRecord:
+    """Build a record from a pod as the API returns it (JSON-decoded dict).
+
+    Runs once per pod per LIST (150,000 times at start-up) and once per watch event, hence the plain
+    lookups; anything malformed still degrades to neutral values rather than raising.
+    """
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
+    status = obj.get("status")
+    phase = status.get("phase") if isinstance(status, dict) else None
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
+    problems: tuple[str, ...] = ()
+
+    memory_min = 0
+    if accounting == "annotated":
+        value = annotations.get(MEMORY_MIN)
+        if value is not None:
+            try:
+                memory_min = _memory_min_annotation(value)
+            except InvalidError as exc:
+                problems = (str(exc),)
+    else:
+        try:
+            memory_min = _kubelet_memory_min(spec)
+        except (InvalidError, AttributeError, TypeError) as exc:
+            # Malformed containers (not dicts) surface as AttributeError/TypeError from the memory math.
+            problems = (str(exc) if isinstance(exc, InvalidError) else f"spec: unreadable containers ({exc})",)
+
+    pod_classes, container_classes, classes = _pod_classes(obj, annotations, spec)
+    uid = metadata.get("uid")
+    name = metadata.get("name")
+    namespace = metadata.get("namespace")
+    node_name = spec.get("nodeName")
+    scheduler_name = spec.get("schedulerName")
+    return PodRecord(
+        uid=uid if isinstance(uid, str) and uid else object_uid(obj),
+        namespace=sys.intern(namespace) if isinstance(namespace, str) else "",
+        name=name if isinstance(name, str) else "",
+        node_name=sys.intern(node_name) if isinstance(node_name, str) else "",
+        phase=sys.intern(phase) if isinstance(phase, str) else DEFAULT_PHASE,
+        terminating=metadata.get("deletionTimestamp") is not None,
+        memory_min=memory_min,
+        scheduler_name=sys.intern(scheduler_name) if isinstance(scheduler_name, str) else DEFAULT_SCHEDULER,
+        pod_classes=pod_classes,
+        container_classes=container_classes,
+        classes=classes,
+        problems=problems,
+    )
+
+
+def _freeze_offer(offer: dict[str, dict[str, int]]) -> Mapping[str, Mapping[str, int]]:
+    return MappingProxyType({name: MappingProxyType(classes) for name, classes in offer.items()})
+
+
+def node_record_from_raw(obj: Mapping[str, Any]) -> NodeRecord:
+    """Build a record from a node object.
+
+    An unparsable `qos-classes` annotation makes the node offer *nothing* (fail closed): the admin meant
+    to restrict the node, and guessing what they meant could place pods where their class is not served.
+    An unparsable protectable override falls back to the percentage rule.
+    """
+    metadata = _dict(obj.get("metadata"))
+    spec = _dict(obj.get("spec"))
+    annotations = _dict(metadata.get("annotations"))
+    allocatable = _dict(_dict(obj.get("status")).get("allocatable"))
+    problems: list[str] = []
+
+    allocatable_memory = 0
+    if "memory" in allocatable:
+        try:
+            allocatable_memory = parse_quantity(allocatable["memory"], "status.allocatable.memory")
+        except InvalidError as exc:
+            problems.append(str(exc))
+
+    override: int | None = None
+    if PROTECTABLE_MEMORY in annotations:
+        try:
+            override = parse_quantity(annotations[PROTECTABLE_MEMORY], f"metadata.annotations[{PROTECTABLE_MEMORY}]")
+        except InvalidError as exc:
+            problems.append(str(exc))
+
+    offered: Mapping[str, Mapping[str, int]] | None = None
+    if NODE_QOS_CLASSES in annotations:
+        try:
+            offered = _freeze_offer(parse_node_offer(annotations[NODE_QOS_CLASSES],
+                                                     f"metadata.annotations[{NODE_QOS_CLASSES}]"))
+        except InvalidError as exc:
+            problems.append(str(exc))
+            offered = MappingProxyType({})
+
+    return NodeRecord(
+        name=_intern(metadata.get("name")),
+        allocatable_memory=allocatable_memory,
+        protectable_override=override,
+        offered_classes=offered,
+        unschedulable=bool(spec.get("unschedulable")),
+        problems=tuple(problems),
+    )
