@@ -102,7 +102,9 @@ def serve(cert_dir: str, port_file: str, kubeconfig: str, observed_grace: float)
     from qosgate.kube.store import PodStore
     from qosgate.serving.tls import TLSServer
     from qosgate.webhook.app import create_webhook_app
-    from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas, ledger_books, local_books
+    from qosgate.webhook.quota.books import ledger_books, local_books
+    from qosgate.webhook.quota.engine import QuotaEngine
+    from qosgate.webhook.quota.source import StaticQuotas
     from qosgate.webhook.validate import Validator, add_validate_route
 
     api_client = load_api_client(kubeconfig)

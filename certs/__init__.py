@@ -1,8 +1,8 @@
-"""Certificates for the webhook and extender.
+"""Certificates for the webhook, the extender and kube-scheduler's client identity.
 
-- :mod:`qosgate.certs.generate` — CA + serving certificate (``cryptography``), ensure/renew, caBundle, Secret manifest.
+- :mod:`qosgate.certs.generate` — CA, serving and client certificates (``cryptography``), ensure/renew,
+  caBundle, Secret manifest.
 - :mod:`qosgate.certs.cli` — ``qosgate certs generate|ensure``.
-- :mod:`qosgate.serving.tls` — uvicorn over HTTPS with certificate hot reload (:class:`qosgate.serving.tls.TLSServer`).
 
-Nothing is imported here so ``import qosgate.certs.generate`` does not pull in uvicorn.
+Serving them (hardened TLS contexts, hot reload) is the serving layer's job: :mod:`qosgate.serving.tls`.
 """

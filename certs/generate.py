@@ -36,9 +36,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
+
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
+    "CLIENT_CERT_FILE",
+    "CLIENT_KEY_FILE",
     "DEFAULT_CA_DAYS",
     "DEFAULT_RENEW_BEFORE_DAYS",
     "DEFAULT_SERVING_DAYS",
@@ -53,7 +57,9 @@ __all__ = [
     "certificate_not_after",
     "certificate_sans",
     "ensure_certificates",
+    "ensure_client_certificate",
     "generate_certificates",
+    "issue_client_certificate",
     "parse_san",
     "renew_serving_certificate",
     "service_dns_names",
@@ -61,10 +67,11 @@ __all__ = [
     "validate_dns_name",
 ]
 
-CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
-TLS_CERT_FILE = "tls.crt"
-TLS_KEY_FILE = "tls.key"
+# kube-scheduler's client certificate for the extender (KubeSchedulerConfiguration tlsConfig.certFile/keyFile).
+CLIENT_CERT_FILE = "client.crt"
+CLIENT_KEY_FILE = "client.key"
+DEFAULT_CLIENT_NAME = "qosgate-scheduler"
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_SERVING_DAYS = 365
@@ -366,29 +373,33 @@ def _make_ca(
     return cert, key
 
 
-def _make_serving(
+def _make_leaf(
     ca_cert: x509.Certificate,
     ca_key: PrivateKey,
+    subject: x509.Name,
     sans: Sequence[SAN],
+    usage: x509.ObjectIdentifier,
     days: int,
     key_type: KeyType,
     now: dt.datetime,
 ) -> tuple[x509.Certificate, PrivateKey]:
     key = _new_key(key_type)
-    first_dns = next(s.value for s in sans if isinstance(s, x509.DNSName))
     # A leaf must not outlive its issuer: chain validation would fail from the CA's expiry onward
     # while our expiry checks still believed the leaf good.
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first_dns)]))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -404,7 +415,7 @@ def _make_serving(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -413,6 +424,19 @@ def _make_serving(
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
+
+
+def _make_serving(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    sans: Sequence[SAN],
+    days: int,
+    key_type: KeyType,
+    now: dt.datetime,
+) -> tuple[x509.Certificate, PrivateKey]:
+    first_dns = next(s.value for s in sans if isinstance(s, x509.DNSName))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first_dns)])
+    return _make_leaf(ca_cert, ca_key, subject, sans, ExtendedKeyUsageOID.SERVER_AUTH, days, key_type, now)
 
 
 def _write_serving(paths: CertPaths, cert: x509.Certificate, key: PrivateKey) -> None:
@@ -584,3 +608,52 @@ def ensure_certificates(
         now=moment,
     )
     return EnsureResult(paths, EnsureAction.REGENERATED if existed else EnsureAction.CREATED)
+
+
+def issue_client_certificate(
+    cert_dir: str | os.PathLike[str],
+    common_name: str = DEFAULT_CLIENT_NAME,
+    *,
+    days: int = DEFAULT_SERVING_DAYS,
+    key_type: KeyType = "ecdsa",
+    now: dt.datetime | None = None,
+) -> tuple[Path, Path]:
+    """Issue a TLS client certificate from the CA in ``cert_dir`` (for kube-scheduler → extender).
+
+    Written as ``client.crt`` / ``client.key`` next to the CA; returns their paths. Raises ``ValueError``
+    when the CA is missing or unusable.
+    """
+    _check_days(days, "client certificate validity")
+    if not common_name or len(common_name) > 64:
+        raise ValueError("client certificate common name must be 1-64 characters")
+    paths = CertPaths.in_dir(cert_dir)
+    ca_cert, ca_key = _load_ca(paths)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qosgate"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert, key = _make_leaf(ca_cert, ca_key, subject, (), ExtendedKeyUsageOID.CLIENT_AUTH, days, key_type,
+                           _now(now))
+    cert_path, key_path = paths.directory / CLIENT_CERT_FILE, paths.directory / CLIENT_KEY_FILE
+    atomic_write(key_path, _key_pem(key), 0o600)
+    atomic_write(cert_path, _cert_pem(cert), 0o644)
+    return cert_path, key_path
+
+
+def ensure_client_certificate(
+    cert_dir: str | os.PathLike[str],
+    common_name: str = DEFAULT_CLIENT_NAME,
+    *,
+    renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS,
+    now: dt.datetime | None = None,
+) -> tuple[Path, Path]:
+    """Keep a client pair issued by ``cert_dir``'s CA that is valid beyond ``renew_before_days``."""
+    paths = CertPaths.in_dir(cert_dir)
+    cert_path, key_path = paths.directory / CLIENT_CERT_FILE, paths.directory / CLIENT_KEY_FILE
+    moment, margin = _now(now), dt.timedelta(days=renew_before_days)
+    try:
+        leaf, key, ca_cert = _load_cert(cert_path), _load_key(key_path), _load_cert(paths.ca_cert)
+        leaf.verify_directly_issued_by(ca_cert)
+        if _spki(leaf.public_key()) == _spki(key.public_key()) and _valid_until(leaf, moment, margin):
+            return cert_path, key_path
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        pass
+    return issue_client_certificate(cert_dir, common_name, now=now)

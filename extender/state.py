@@ -12,7 +12,7 @@ filter behind a slow API. We reserve under the lock, release it, POST, and roll 
 failure. Exactness is kept because the reservation is already counted by every concurrent filter and bind
 while the POST is in flight; a failure only ever *returns* capacity.
 
-Counting each pod exactly once. The per-node figures live in a Ledger (extender/ledger.py) fed by the pod
+Counting each pod exactly once. The per-node figures live in a NodeTally (qosgate/core/nodetally.py) fed by the pod
 store's listener under this lock: in the one call where the watch shows a pod bound (or finished, or
 gone), its reservation is released and the bound pod is counted. Filters hold the same lock, so no filter
 can see both or neither. The ledger mirrors `PodStore.node_memory_min` (tests check they agree); keeping
@@ -38,15 +38,14 @@ from operator import floordiv, lt, mul, sub
 from typing import Any, Protocol
 
 from qosgate.core.nodefit import MAX_SCORE, STRATEGIES, Fit, Strategy, check_fit, protectable
-from qosgate.core.nodetally import Ledger, Reservation
+from qosgate.core.nodetally import BindReservation, NodeTally
 from qosgate.core.records import (
-    Accounting,
-    ClassKey,
     NodeRecord,
     PodRecord,
     node_record_from_raw,
     pod_record_from_raw,
 )
+from qosgate.core.types import Accounting, ClassKey
 from qosgate.kube.store import NodeStore, PodStore
 
 log = logging.getLogger(__name__)
@@ -65,13 +64,13 @@ _SWEEP_INTERVAL = 1.0
 __all__ = [
     "NOT_CACHED",
     "BindOutcome",
+    "BindReservation",
     "BindResult",
     "Binder",
     "Demand",
     "ExtenderSettings",
     "ExtenderState",
     "FilterResult",
-    "Reservation",
 ]
 
 
@@ -162,7 +161,7 @@ class ExtenderState:
         self._clock = clock
         # One lock for filter, prioritize, bind's check-and-reserve and the listeners (GAS pattern).
         self._lock = threading.Lock()
-        self._ledger = Ledger()
+        self._tally = NodeTally()
         # name → (record, protectable bytes or -1 when unreadable, offered classes flattened or None)
         self._node_view: dict[str, _ViewEntry] = {}
         self._memo: OrderedDict[str, Demand] = OrderedDict()
@@ -183,14 +182,14 @@ class ExtenderState:
 
     # --- the watch --------------------------------------------------------------------------------
     def _on_pod_change(self, old: PodRecord | None, new: PodRecord | None) -> None:
-        """Pod store listener: keep the ledger's bound pods equal to the store's, releasing reservations."""
+        """Pod store listener: keep the tally's bound pods equal to the store's, releasing reservations."""
         record = new if new is not None else old
         if record is None:
             return
         uid = record.uid
         counts = new is not None and new.active and bool(new.node_name) and bool(new.memory_min or new.classes)
-        ledger = self._ledger
-        if (not counts and not ledger.is_counted(uid) and not ledger.has_reservations(uid)
+        tally = self._tally
+        if (not counts and not tally.is_counted(uid) and not tally.has_reservations(uid)
                 and self._touched is None):
             return  # nothing to count or release: the common case for most pod events, without the lock
         with self._lock:
@@ -200,9 +199,9 @@ class ExtenderState:
 
     def _observe(self, uid: str, record: PodRecord | None) -> None:
         if record is None:
-            self._ledger.observe(uid, "", False, 0, _NO_CLASSES, exists=False)
+            self._tally.observe(uid, "", False, 0, _NO_CLASSES, exists=False)
         else:
-            self._ledger.observe(uid, record.node_name, record.active, record.memory_min, record.classes)
+            self._tally.observe(uid, record.node_name, record.active, record.memory_min, record.classes)
 
     def _on_node_change(self, old: NodeRecord | None, new: NodeRecord | None) -> None:
         with self._lock:
@@ -217,12 +216,12 @@ class ExtenderState:
     def _set_node(self, name: str, node: NodeRecord | None) -> None:
         if node is None:
             self._node_view.pop(name, None)
-            self._ledger.set_budget(name, None)
+            self._tally.set_budget(name, None)
             return
         entry = self._view_entry(node)
         self._node_view[name] = entry
         # Only nodes with a positive budget take the fast paths; the rest are always decided by check_fit.
-        self._ledger.set_budget(name, entry[1] if entry[1] > 0 else None)
+        self._tally.set_budget(name, entry[1] if entry[1] > 0 else None)
 
     def _view_entry(self, node: NodeRecord) -> _ViewEntry:
         """What the filter's per-node loop needs, precomputed when the node changes (rarely).
@@ -269,11 +268,11 @@ class ExtenderState:
         classes = demand.classes
         with self._lock:
             self._sweep()
-            free_get = self._ledger.free_memory.get
+            free_get = self._tally.free_memory.get
             view_get = self._node_view.get
-            own = {node: r.memory_min for node, r in self._ledger.reservations_of(demand.uid).items()}
+            own = {node: r.memory_min for node, r in self._tally.reservations_of(demand.uid).items()}
             # Fast path for the common "fits" answer (5,000 names per call at 100 % scoring): the check_fit
-            # rule over the ledger's protectable − used per node (absent for unknown or unreadable nodes),
+            # rule over the tally's protectable − used per node (absent for unknown or unreadable nodes),
             # collecting only the names it cannot pass. Those — and anything in doubt — are decided by _fit
             # through check_fit itself, which also words the reason.
             if not classes and not own:
@@ -302,8 +301,8 @@ class ExtenderState:
     def _slow_with_classes(self, node_names: Sequence[str], need: int, classes: frozenset[ClassKey]) -> list[str]:
         """The fast path for a pod with classes: names it cannot pass (lock held)."""
         view_get = self._node_view.get
-        free_get = self._ledger.free_memory.get
-        slots = [(key, self._ledger.used_slots_by_class.get(key, {})) for key in classes]
+        free_get = self._tally.free_memory.get
+        slots = [(key, self._tally.used_slots_by_class.get(key, {})) for key in classes]
         slow: list[str] = []
         for name in node_names:
             entry = view_get(name)
@@ -329,7 +328,7 @@ class ExtenderState:
             capacity = offered.get(key[0], _NO_OFFER).get(key[1])
             if capacity is None:
                 return False
-            if capacity and self._ledger.class_count(name, key, uid) + 1 > capacity:
+            if capacity and self._tally.class_count(name, key, uid) + 1 > capacity:
                 return False
         return True
 
@@ -347,12 +346,12 @@ class ExtenderState:
         percent = self.settings.protectable_percent
         need = demand.memory_min
         with self._lock:
-            free_get = self._ledger.free_memory.get
-            budget_get = self._ledger.budget.get
+            free_get = self._tally.free_memory.get
+            budget_get = self._tally.budget.get
             # Unknown nodes (and nodes without a positive budget) get free = -∞ and budget 1: score 0.
             frees = list(map(free_get, node_names, repeat(_NO_ROOM)))
             budgets = list(map(budget_get, node_names, repeat(1)))
-            own = self._ledger.reservations_of(demand.uid)
+            own = self._tally.reservations_of(demand.uid)
             if own or extra:
                 for i, name in enumerate(node_names):
                     if name in own and frees[i] != _NO_ROOM:
@@ -361,7 +360,7 @@ class ExtenderState:
                         budget = protectable(extra[name], percent)
                         if budget > 0:
                             budgets[i] = budget
-                            frees[i] = budget - self._ledger.used_memory_by_node.get(name, 0)
+                            frees[i] = budget - self._tally.used_memory_by_node.get(name, 0)
         # nodefit.score written out, outside the lock, as C-level maps over the columns (this runs for every
         # candidate of every pod): ratio = (free − need) × 10 // budget. free ≤ budget always (usage is never
         # negative), so the ratio is at most 10; a node the pod does not fit has a negative ratio → score 0.
@@ -390,16 +389,16 @@ class ExtenderState:
                         "the scheduler will retry")
             if demand.problems:
                 return f"pod {namespace}/{name} cannot be placed: {'; '.join(demand.problems)}"
-            reservation: Reservation | None = None
+            reservation: BindReservation | None = None
             if not demand.trivial:
-                reservation = self._ledger.reservation(demand.uid, node)
+                reservation = self._tally.reservation(demand.uid, node)
                 if reservation is None:
                     fit = self._fit(demand, node, {})
                     if not fit.ok:
                         return f"node {node} no longer fits pod {namespace}/{name}: {fit.reason}"
-                    reservation = Reservation(demand.uid, namespace, name, node, demand.memory_min,
+                    reservation = BindReservation(demand.uid, namespace, name, node, demand.memory_min,
                                               demand.classes, self._clock() + self.settings.reservation_ttl)
-                    self._ledger.reserve(reservation)
+                    self._tally.reserve(reservation)
                 # else: a retry of a bind we already reserved for (counted once, whatever the retries).
                 reservation.inflight += 1
         try:
@@ -414,23 +413,23 @@ class ExtenderState:
             return ""
         return result.message or f"binding {namespace}/{name} to {node} failed: {result.outcome.value}"
 
-    def _settle(self, reservation: Reservation, result: BindResult) -> None:
+    def _settle(self, reservation: BindReservation, result: BindResult) -> None:
         reservation.inflight -= 1
-        ledger = self._ledger
-        if ledger.reservation(reservation.uid, reservation.node) is not reservation:
+        tally = self._tally
+        if tally.reservation(reservation.uid, reservation.node) is not reservation:
             return  # the watch confirmed it (or the pod ended) while we were posting: nothing left to do
         if result.bound_here:
             reservation.bound = True
             reservation.deadline = self._clock() + self.settings.reservation_ttl
             # A pod binds once: reservations on other nodes from earlier ambiguous attempts can never land.
-            for other, stale in list(ledger.reservations_of(reservation.uid).items()):
+            for other, stale in list(tally.reservations_of(reservation.uid).items()):
                 if stale is not reservation and not stale.inflight:
-                    ledger.release(reservation.uid, other)
+                    tally.release(reservation.uid, other)
         elif result.outcome is BindOutcome.UNKNOWN:
             # The binding may have landed: keep counting until the watch or the TTL decides.
             reservation.deadline = self._clock() + self.settings.reservation_ttl
         elif not reservation.inflight and not reservation.bound:
-            ledger.release(reservation.uid, reservation.node)  # definite failure: give the capacity back
+            tally.release(reservation.uid, reservation.node)  # definite failure: give the capacity back
 
     # --- expiry -----------------------------------------------------------------------------------
     def expire_reservations(self) -> int:
@@ -446,9 +445,9 @@ class ExtenderState:
 
     def _expire(self, now: float) -> int:
         dropped = 0
-        for reservation in self._ledger:
+        for reservation in self._tally:
             if not reservation.inflight and reservation.deadline <= now:
-                self._ledger.release(reservation.uid, reservation.node)
+                self._tally.release(reservation.uid, reservation.node)
                 dropped += 1
                 log.warning("reservation of %s/%s on %s expired without the watch confirming it (bound=%s)",
                             reservation.namespace, reservation.name, reservation.node, reservation.bound)
@@ -474,9 +473,9 @@ class ExtenderState:
             return Fit(False, "node's qosgate annotations cannot be read: " + "; ".join(node.problems))
         class_counts: Mapping[ClassKey, int] = {}
         if demand.classes and node.offered_classes is not None:
-            class_counts = self._ledger.class_counts(name, demand.uid)
-        bound = self._ledger.bound_memory.get(name, 0)
-        reserved = self._ledger.used_memory(name, demand.uid) - bound
+            class_counts = self._tally.class_counts(name, demand.uid)
+        bound = self._tally.bound_memory.get(name, 0)
+        reserved = self._tally.used_memory(name, demand.uid) - bound
         return check_fit(demand.memory_min, demand.classes, node, bound, reserved, class_counts,
                          self.settings.protectable_percent)
 
@@ -484,11 +483,11 @@ class ExtenderState:
     def node_usage(self, node: str) -> tuple[int, int]:
         """(memory.min of pods the watch shows bound, memory.min reserved and not yet visible) on a node."""
         with self._lock:
-            return self._ledger.bound_memory.get(node, 0), self._ledger.reserved_memory.get(node, 0)
+            return self._tally.bound_memory.get(node, 0), self._tally.reserved_memory.get(node, 0)
 
-    def reservations(self) -> list[Reservation]:
+    def reservations(self) -> list[BindReservation]:
         with self._lock:
-            return list(self._ledger)
+            return list(self._tally)
 
     def disagreements(self) -> dict[str, tuple[int, int]]:
         """Nodes where our bound figure differs from PodStore.node_memory_min: {node: (ours, store's)}.
@@ -497,15 +496,15 @@ class ExtenderState:
         between the store applying it and our listener running.
         """
         with self._lock:
-            nodes = set(self._ledger.bound_memory) | set(self._node_view)
-            ours = {node: self._ledger.bound_memory.get(node, 0) for node in nodes}
+            nodes = set(self._tally.bound_memory) | set(self._node_view)
+            ours = {node: self._tally.bound_memory.get(node, 0) for node in nodes}
         return {node: (value, self._pods.node_memory_min(node)) for node, value in ours.items()
                 if value != self._pods.node_memory_min(node)}
 
     def clear(self) -> None:
         """Forget every reservation and remembered pod (e.g. a replica that will not serve again)."""
         with self._lock:
-            self._ledger.clear_reservations()
+            self._tally.clear_reservations()
             self._memo.clear()
 
     def close(self) -> None:

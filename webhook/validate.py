@@ -2,7 +2,7 @@
 
 Pods
   CREATE  classes (qosgate.webhook.checks.classes) → owned annotations/labels (qosgate.webhook.checks.owned) → quota
-          (qosgate.webhook.quota_engine), the last only for pods asking for a class and only when every static
+          (qosgate.webhook.quota), the last only for pods asking for a class and only when every static
           check passed, so a refused pod never holds a reservation.
   UPDATE  classes are immutable (qosgate.webhook.checks.immutable); nothing is recomputed from the current catalog.
 ConfigMaps
@@ -24,8 +24,8 @@ Failure behaviour
   unreachable webhook refuses the covered writes; run ≥ 2 replicas with a PodDisruptionBudget.
 
 Blocking: with a cross-replica ledger, deciding a quota'd pod makes up to two API calls. The validator is a
-plain thread-safe callable; serve it from a thread pool (not on the event loop) so one namespace's ledger
-round trip never stalls the others — see webhook/README.md.
+plain thread-safe callable; `may_block` tells the route (qosgate.webhook.app) which requests to finish in
+the worker pool, so one namespace's ledger round trip never stalls the others — see webhook/README.md.
 """
 
 from __future__ import annotations
@@ -33,12 +33,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from starlette.concurrency import run_in_threadpool
-
 from qosgate.core.catalog import CatalogHolder
 from qosgate.core.qosresources import class_assignments
-from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, decode_review
+from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
 from qosgate.webhook.checks import PASS, Finding
 from qosgate.webhook.checks.admins import check_writer
 from qosgate.webhook.checks.classes import check_classes
@@ -47,9 +44,9 @@ from qosgate.webhook.checks.immutable import check_immutable
 from qosgate.webhook.checks.owned import check_owned
 from qosgate.webhook.checks.settings import ValidatorSettings
 from qosgate.webhook.checks.workloads import WORKLOAD_KINDS, check_workload
-from qosgate.webhook.quota_engine import QuotaEngine
+from qosgate.webhook.quota.engine import QuotaEngine
 
-__all__ = ["Validator", "ValidatorSettings", "add_validate_route", "build_validator"]
+__all__ = ["Validator", "ValidatorSettings", "build_validator"]
 
 # Audit annotation for quotas in `dryrun` enforcement (the apiserver prefixes it with the webhook name).
 AUDIT_QUOTA_DRYRUN = "quota-dryrun"
@@ -67,7 +64,7 @@ def _uid_and_name(request: AdmissionRequest) -> tuple[str, str]:
 
 
 class Validator:
-    """`Validator(request) -> AdmissionResponse`; pass it to `create_webhook_app(catalog, validate=...)`."""
+    """`Validator(request) -> AdmissionResponse`; served by `qosgate.webhook.app.validate_route`."""
 
     def __init__(self, catalog: CatalogHolder, engine: QuotaEngine | None = None,
                  settings: ValidatorSettings | None = None):
@@ -141,44 +138,3 @@ def build_validator(catalog: CatalogHolder, engine: QuotaEngine | None = None,
                     settings: ValidatorSettings | None = None) -> Validator:
     """The /validate decision. `engine` None = no quota enforcement (e.g. `--local`)."""
     return Validator(catalog, engine, settings)
-
-
-def add_validate_route(app: FastAPI, validator: Validator, path: str = "/validate") -> None:
-    """Mount `validator` on an app from `create_webhook_app(catalog)` (called without `validate=`).
-
-    `create_webhook_app(..., validate=validator)` calls the validator on the event loop, which is right for a
-    pure validator but lets a ledger round trip stall every other request of the replica and defeats the
-    engine's group commit (only one request would ever be in flight). This route runs a blocking validator in
-    Starlette's thread pool and then hands the ready decision to qosgate.webhook.app.admit, so body limits, error
-    mapping, metrics and logs stay exactly those of the shared shell.
-    """
-    from qosgate.webhook.app import MAX_BODY_BYTES, BodyTooLarge, admit, error_response, read_body
-
-    @app.post(path)
-    async def validate_endpoint(request: Request) -> Response:
-        decision: AdmissionResponse | None = None
-        failure: Exception | None = None
-        if validator.blocking:
-            try:
-                body = await read_body(request)
-            except BodyTooLarge:
-                return error_response(413, f"AdmissionReview larger than {MAX_BODY_BYTES} bytes")
-            # Starlette's own body cache (what Request.body() fills): stream() replays it, so admit() below
-            # reads the very same bytes.
-            request._body = body
-            try:
-                review = decode_review(body)
-            except BadReview:
-                review = None  # admit() answers the 400 itself
-            if review is not None and validator.may_block(review):
-                try:
-                    decision = await run_in_threadpool(validator, review)
-                except Exception as exc:  # re-raised inside admit(), which logs it and denies with a 500
-                    failure = exc
-
-        def decide(review: AdmissionRequest) -> AdmissionResponse:
-            if failure is not None:
-                raise failure
-            return decision if decision is not None else validator(review)
-
-        return await admit(request, decide, "validate")

@@ -1,61 +1,42 @@
-"""Assemble the webhook for `qosgate serve webhook`: catalog source, caches, quota engine, readiness, metrics.
+"""Assemble the webhook for `qosgate serve webhook`: catalog, caches, quota engine, routes, readiness.
 
-Cluster mode watches the pods (usage), the quota ConfigMaps, and — unless `--catalog FILE` is given — the
-catalog ConfigMap, whose valid versions replace the catalog in force (an invalid one is logged and the last
-valid catalog stays). The accounting mode (annotated / kubelet) is fixed by the catalog at start-up: changing
-the backend to or from kubelet takes a restart.
+With a cluster: the catalog follows its ConfigMap (unless a file is given), the pod and quota-ConfigMap
+watch caches feed the quota engine, and quota reservations go through one ledger ConfigMap per namespace
+shared by every replica. Without one (`--local`): the catalog alone, no quotas.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
-
-from qosgate.core.catalog import CatalogHolder, load_catalog_file
-from qosgate.kube.catalog import catalog_ref
+from qosgate.core.catalog import CatalogHolder
+from qosgate.kube.catalog import CatalogSource, open_catalog
+from qosgate.serving.http import Route
+from qosgate.serving.lifecycle import Lifecycle
 from qosgate.serving.metrics import STATE, Sample, cache_samples
-from qosgate.webhook.app import create_webhook_app
+from qosgate.webhook.app import webhook_routes
 from qosgate.webhook.checks.settings import ValidatorSettings
-from qosgate.webhook.validate import add_validate_route, build_validator
+from qosgate.webhook.quota.engine import DEFAULT_TTL
+from qosgate.webhook.validate import build_validator
 
 log = logging.getLogger("qosgate.webhook")
 
 
-def settings_from_args(args: argparse.Namespace) -> ValidatorSettings:
-    namespace, name = catalog_ref(getattr(args, "catalog_configmap", None))
-    groups = frozenset(g.strip() for g in (getattr(args, "admin_groups", "") or "").split(",") if g.strip())
-    users = frozenset(u.strip() for u in (getattr(args, "admin_users", "") or "").split(",") if u.strip())
-    return ValidatorSettings(admin_users=users, admin_groups=groups, catalog_namespace=namespace,
-                             catalog_name=name)
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Everything the webhook is configured with; built once by the CLI."""
 
+    catalog: CatalogSource = field(default_factory=CatalogSource)
+    admin_users: frozenset[str] = frozenset()
+    admin_groups: frozenset[str] = frozenset({"system:masters"})
+    reservation_ttl: float = DEFAULT_TTL
 
-def watch_catalog(api: Any, holder: CatalogHolder, namespace: str, name: str) -> Any:
-    """Keep `holder` on the newest valid catalog ConfigMap; returns the started informer."""
-    from qosgate.kube.informer import Informer
-    from qosgate.kube.store import ObjectStore
-
-    store = ObjectStore()
-
-    def on_change(_old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if new is None:
-            log.warning("catalog ConfigMap %s/%s deleted: keeping the catalog in force", namespace, name)
-            return
-        error = holder.update_from_configmap(new)
-        if error:
-            log.error("catalog ConfigMap rejected, keeping the last valid catalog", extra={"detail": error})
-        else:
-            holder.source = f"configmap {namespace}/{name}"
-            log.info("catalog loaded from configmap %s/%s", namespace, name)
-
-    store.subscribe(on_change)
-    informer = Informer(api, f"/api/v1/namespaces/{namespace}/configmaps", store,
-                        field_selector=f"metadata.name={name}", name="catalog")
-    informer.start()
-    return informer
+    def validator_settings(self) -> ValidatorSettings:
+        return ValidatorSettings(admin_users=self.admin_users, admin_groups=self.admin_groups,
+                                 catalog_namespace=self.catalog.namespace, catalog_name=self.catalog.name)
 
 
 def quota_samples(quotas: Any, pods: Any, configmaps: Any) -> Callable[[], Iterable[Sample]]:
@@ -91,31 +72,26 @@ def quota_samples(quotas: Any, pods: Any, configmaps: Any) -> Callable[[], Itera
     return provider
 
 
-def build_webhook_app(args: argparse.Namespace, runtime: Any, api: Any | None) -> FastAPI:
-    """The webhook app; registers stoppers and readiness checks on `runtime` (qosgate.cli.serve.Runtime)."""
-    holder = CatalogHolder(load_catalog_file(args.catalog), args.catalog) if args.catalog else CatalogHolder()
-    settings = settings_from_args(args)
-    app = create_webhook_app(holder, is_ready=runtime.readiness)
+def build_webhook(config: WebhookConfig, lifecycle: Lifecycle, api: Any | None) -> list[Route]:
+    """The webhook's routes; starts what they need, registering stoppers and readiness on `lifecycle`."""
+    holder: CatalogHolder = open_catalog(config.catalog, api, lifecycle.on_stop)
+    settings = config.validator_settings()
     if api is None:
-        add_validate_route(app, build_validator(holder, None, settings))
-        return app
+        return webhook_routes(holder, build_validator(holder, None, settings))
 
     from qosgate.kube.informer import ClusterCache
-    from qosgate.webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books
+    from qosgate.webhook.quota.books import ledger_books
+    from qosgate.webhook.quota.engine import QuotaEngine
+    from qosgate.webhook.quota.source import QuotaSource
 
-    if not args.catalog:
-        catalog_informer = watch_catalog(api, holder, settings.catalog_namespace, settings.catalog_name)
-        runtime.stoppers.append(catalog_informer.stop)
-        # The catalog decides the accounting mode of the caches: wait briefly for the ConfigMap, if any.
-        catalog_informer.wait_for_sync(30.0)
+    # The catalog in force at start decides the accounting mode of the caches.
     cache = ClusterCache(api, holder.current.accounting, watch_nodes=False, watch_quota_configmaps=True)
     cache.start()
-    runtime.stoppers.append(cache.stop)
-    runtime.readiness.checks["caches synced"] = lambda: cache.ready
+    lifecycle.on_stop(cache.stop)
+    lifecycle.readiness.checks["caches synced"] = lambda: cache.ready
     engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(api),
-                         ttl=args.reservation_ttl)
+                         ttl=config.reservation_ttl)
     STATE.register("quota", engine.samples)
     STATE.register("quota-usage", quota_samples(engine.quotas, cache.pods, cache.quota_configmaps))
     STATE.register("webhook-cache", cache_samples("webhook", cache.stats))
-    add_validate_route(app, build_validator(holder, engine, settings))
-    return app
+    return webhook_routes(holder, build_validator(holder, engine, settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,6 +56,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from qosgate.certs.cli import add_certs_parser
     from qosgate.cli.serve import add_serve_parser
+    from qosgate.cli.simulate import add_simulate_parser
 
     parser = argparse.ArgumentParser(prog="qosgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,12 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     explain.set_defaults(func=run_explain)
 
-    try:
-        from qosgate.simulate.driver import add_simulate_parser
-    except ImportError:  # the simulator is optional at import time of the CLI
-        pass
-    else:
-        add_simulate_parser(commands)
+    add_simulate_parser(commands)
     return parser
 
 
@@ -90,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("QOSGATE_DEBUG"):
+            raise
+        print(f"qosgate {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set QOSGATE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

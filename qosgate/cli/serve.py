@@ -1,93 +1,86 @@
-"""`qosgate serve webhook|extender|all`: wire the pure core, the caches and the HTTPS servers together.
+"""`qosgate serve webhook|extender|all`: build each component's configuration once, then serve.
 
 Modes:
-- cluster (default when a kubeconfig or in-cluster service account is found): watch caches, the catalog
-  ConfigMap, quota ledgers and Lease leader election against the API server.
+- cluster (default): watch caches, the catalog ConfigMap, quota ledgers and Lease leader election against
+  the API server found through `--kubeconfig`, the in-cluster service account or ~/.kube/config.
 - `--local`: no cluster. The webhook mutates and validates with the catalog alone (no quotas); the
   extender starts with empty caches and learns nodes from the `Nodes` form of the calls it receives.
 
 Shutdown (SIGTERM): readiness fails first, then after `--shutdown-delay` (time for endpoints to drop the
-pod) the servers stop accepting and drain in-flight requests, bounded by `--graceful-timeout`.
+pod) the server stops accepting and drains in-flight requests, bounded by `--graceful-timeout`
+(qosgate.serving.lifecycle).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-import uvicorn
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.errors import QosgateError
+from qosgate.core.nodefit import STRATEGIES
+from qosgate.extender.wiring import ExtenderConfig, LeaderElection
+from qosgate.kube.catalog import CatalogSource
+from qosgate.serving.health import health_routes, probe_routes
+from qosgate.serving.http import Router
+from qosgate.serving.lifecycle import Lifecycle, run
 from qosgate.serving.logs import configure_logging
 from qosgate.serving.metrics import STATE
+from qosgate.serving.server import Limits, Listener, Server
+from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, CertificateLoadError, CertReloader
+from qosgate.webhook.wiring import WebhookConfig
 
 log = logging.getLogger("qosgate.cli.serve")
 
 WEBHOOK_SERVICE = "qosgate-webhook"
 EXTENDER_SERVICE = "qosgate-extender"
 DEFAULT_CERT_DIR = ".qosgate/certs"
+DEFAULT_PORTS = {"webhook": 8443, "extender": 8444}
+COMPONENTS = ("webhook", "extender", "all")
+_DEFAULT_LIMITS = Limits()
 
 
-@dataclass
-class Readiness:
-    """Readiness is the conjunction of named checks, plus a drain flag that fails it first on shutdown."""
-
-    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
-    draining: bool = False
-
-    def failing(self) -> list[str]:
-        if self.draining:
-            return ["shutting down"]
-        return [name for name, check in self.checks.items() if not check()]
-
-    def __call__(self) -> bool:
-        return not self.failing()
+def _names(value: str) -> frozenset[str]:
+    return frozenset(v.strip() for v in value.split(",") if v.strip())
 
 
-def health_app(readiness: Readiness) -> FastAPI:
-    app = FastAPI(title="qosgate health", docs_url=None, redoc_url=None, openapi_url=None)
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return number
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response("ok", media_type="text/plain")
 
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        failing = readiness.failing()
-        if failing:
-            return Response("not ready: " + ", ".join(failing), status_code=503, media_type="text/plain")
-        return Response("ok", media_type="text/plain")
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    serve = subparsers.add_parser("serve", help="run the admission webhook and/or the scheduler extender over HTTPS")
-    serve.add_argument("component", choices=("webhook", "extender", "all"))
+    serve = subparsers.add_parser("serve", help="run the admission webhook and/or the scheduler extender over HTTPS",
+                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("component", choices=COMPONENTS)
     serve.add_argument("--cert-dir", default=DEFAULT_CERT_DIR,
                        help="directory with ca.crt, tls.crt, tls.key; generated there on first run when absent "
                             f"(default {DEFAULT_CERT_DIR})")
     serve.add_argument("--no-generate-certs", action="store_true",
                        help="fail instead of generating certificates when the cert dir is empty (production)")
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1 with --local, else 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=8443, help="webhook HTTPS port (default 8443)")
-    serve.add_argument("--extender-port", type=int, default=8444, help="extender HTTPS port (default 8444)")
-    serve.add_argument("--health-port", type=int, default=9440,
+    serve.add_argument("--port", type=_port, default=None,
+                       help="HTTPS port of the component served (webhook 8443, extender 8444); "
+                            "with `all`, the webhook's")
+    serve.add_argument("--extender-port", type=_port, default=None,
+                       help="extender HTTPS port with `all` (default 8444)")
+    serve.add_argument("--health-port", type=_port, default=9440,
                        help="plain-HTTP port for /healthz, /readyz, /metrics (0 disables; default 9440)")
     serve.add_argument("--local", action="store_true", help="run without a cluster (see `qosgate serve --help`)")
     serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then ~/.kube)")
@@ -98,13 +91,23 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--admin-users", default="", help="comma-separated users allowed to edit quotas and catalog")
     serve.add_argument("--admin-groups", default="system:masters",
                        help="comma-separated groups allowed to edit quotas and catalog (default system:masters)")
-    serve.add_argument("--reservation-ttl", type=float, default=30.0,
+    serve.add_argument("--reservation-ttl", type=_positive, default=30.0,
                        help="seconds a quota or node reservation waits for its pod to appear (default 30)")
-    serve.add_argument("--strategy", choices=("spread", "binpack"), default="spread",
+    serve.add_argument("--strategy", choices=STRATEGIES, default="spread",
                        help="extender prioritize strategy (default spread)")
     serve.add_argument("--leader-elect", action="store_true", help="extender: serve only while holding the Lease")
     serve.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     serve.add_argument("--lease-name", default="qosgate-extender")
+    serve.add_argument("--extender-client-ca", metavar="FILE",
+                       help="CA whose client certificates may call the extender's verbs (kube-scheduler's "
+                            "tlsConfig.certFile); default: ca.crt of --cert-dir")
+    serve.add_argument("--extender-allow-unauthenticated", action="store_true",
+                       help="UNSAFE: serve /filter, /prioritize and /bind to callers without a client "
+                            "certificate (anyone reaching the port can then bind pods to nodes)")
+    serve.add_argument("--max-connections", type=int, default=_DEFAULT_LIMITS.max_connections,
+                       help=f"open client connections per process (default {_DEFAULT_LIMITS.max_connections})")
+    serve.add_argument("--keepalive-timeout", type=_positive, default=_DEFAULT_LIMITS.keepalive_timeout,
+                       help="seconds an idle keep-alive connection stays open (default 120, above Go's 90)")
     serve.add_argument("--shutdown-delay", type=float, default=5.0,
                        help="seconds between failing readiness and closing listeners on SIGTERM (default 5)")
     serve.add_argument("--graceful-timeout", type=float, default=20.0,
@@ -115,116 +118,157 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     return serve
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """The process: which components, where they listen, TLS, limits, shutdown. Built once from the flags."""
+
+    components: tuple[str, ...]
+    host: str
+    ports: dict[str, int]
+    health_port: int
+    cert_dir: Path
+    generate_certs: bool
+    local: bool
+    kubeconfig: str | None
+    limits: Limits
+    shutdown_delay: float
+    graceful_timeout: float
+    extender_client_ca: Path | None
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    extender: ExtenderConfig = field(default_factory=ExtenderConfig)
 
 
-def _ensure_certs(args: argparse.Namespace) -> None:
-    from qosgate.certs.generate import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ensure_certificates, service_dns_names
+def _ports(args: argparse.Namespace) -> dict[str, int]:
+    if args.component == "webhook":
+        if args.extender_port is not None:
+            raise QosgateError("--extender-port applies to `serve extender` and `serve all`; use --port")
+        return {"webhook": args.port if args.port is not None else DEFAULT_PORTS["webhook"]}
+    if args.component == "extender":
+        if args.port is not None and args.extender_port is not None and args.port != args.extender_port:
+            raise QosgateError("--port and --extender-port name two different ports for the extender; give one")
+        chosen = args.port if args.port is not None else args.extender_port
+        return {"extender": chosen if chosen is not None else DEFAULT_PORTS["extender"]}
+    ports = {"webhook": args.port if args.port is not None else DEFAULT_PORTS["webhook"],
+             "extender": args.extender_port if args.extender_port is not None else DEFAULT_PORTS["extender"]}
+    if ports["webhook"] == ports["extender"] != 0:
+        raise QosgateError(f"webhook and extender cannot share port {ports['webhook']}")
+    return ports
 
-    present = all(os.path.exists(os.path.join(args.cert_dir, f)) for f in (CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE))
-    if args.no_generate_certs:
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    components = ("webhook", "extender") if args.component == "all" else (args.component,)
+    cert_dir = Path(args.cert_dir)
+    catalog = CatalogSource.of(args.catalog, args.catalog_configmap)
+    if args.max_connections < 1:
+        raise QosgateError("--max-connections must be at least 1")
+    authenticated = not args.extender_allow_unauthenticated
+    election = None
+    if args.leader_elect:
+        election = LeaderElection(args.lease_namespace, args.lease_name,
+                                  os.environ.get("POD_NAME") or socket.gethostname())
+    return ServeConfig(
+        components=components,
+        host=args.host or ("127.0.0.1" if args.local else "0.0.0.0"),
+        ports=_ports(args),
+        health_port=args.health_port,
+        cert_dir=cert_dir,
+        generate_certs=not args.no_generate_certs,
+        local=args.local,
+        kubeconfig=args.kubeconfig,
+        limits=Limits(max_connections=args.max_connections, keepalive_timeout=args.keepalive_timeout),
+        shutdown_delay=args.shutdown_delay,
+        graceful_timeout=args.graceful_timeout,
+        extender_client_ca=(Path(args.extender_client_ca) if args.extender_client_ca else cert_dir / CA_CERT_FILE)
+        if authenticated else None,
+        webhook=WebhookConfig(catalog=catalog, admin_users=_names(args.admin_users),
+                              admin_groups=_names(args.admin_groups), reservation_ttl=args.reservation_ttl),
+        extender=ExtenderConfig(catalog=catalog, strategy=args.strategy, reservation_ttl=args.reservation_ttl,
+                                leader_election=election, client_certificate_required=authenticated),
+    )
+
+
+def ensure_certs(config: ServeConfig) -> None:
+    from qosgate.certs.generate import ensure_certificates, ensure_client_certificate, service_dns_names
+
+    present = all((config.cert_dir / f).exists() for f in (CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE))
+    if not config.generate_certs:
         if not present:
-            raise QosgateError(f"--cert-dir {args.cert_dir}: ca.crt, tls.crt and tls.key are required "
+            raise QosgateError(f"--cert-dir {config.cert_dir}: ca.crt, tls.crt and tls.key are required "
                                "(--no-generate-certs is set)")
         return
-    if present and not args.local:
+    if present and not config.local:
         return  # in a cluster the certificates belong to cert-manager or `qosgate certs`; never rewrite them
     # One certificate serves both services so a local run of `all` verifies under either name.
-    result = ensure_certificates(args.cert_dir, WEBHOOK_SERVICE, SYSTEM_NAMESPACE,
-                                 extra_sans=service_dns_names(EXTENDER_SERVICE, SYSTEM_NAMESPACE))
-    log.info("certificates %s in %s", result.action, args.cert_dir)
+    try:
+        result = ensure_certificates(config.cert_dir, WEBHOOK_SERVICE, SYSTEM_NAMESPACE,
+                                     extra_sans=service_dns_names(EXTENDER_SERVICE, SYSTEM_NAMESPACE))
+        # A local run also gets the client pair the extender's verbs require (what kube-scheduler presents).
+        ensure_client_certificate(config.cert_dir)
+    except (OSError, ValueError) as exc:
+        raise QosgateError(f"cannot prepare certificates in {config.cert_dir}: {exc}") from None
+    log.info("certificates %s in %s", result.action, config.cert_dir)
 
 
-class Runtime:
-    """Everything `serve` started, so it can be stopped in reverse order."""
-
-    def __init__(self) -> None:
-        self.readiness = Readiness()
-        self.apps: list[tuple[Any, int]] = []
-        self.stoppers: list[Callable[[], None]] = []
-
-    def stop(self) -> None:
-        for stop in reversed(self.stoppers):
-            with contextlib.suppress(Exception):
-                stop()
+def _reloader(config: ServeConfig, client_ca: Path | None) -> CertReloader:
+    if client_ca is not None and not client_ca.is_file():
+        raise QosgateError(f"extender client CA {client_ca} does not exist: give --extender-client-ca, or "
+                           "--extender-allow-unauthenticated (unsafe)")
+    try:
+        return CertReloader(config.cert_dir / TLS_CERT_FILE, config.cert_dir / TLS_KEY_FILE,
+                            client_ca_file=client_ca)
+    except CertificateLoadError as exc:
+        raise QosgateError(f"--cert-dir {config.cert_dir}: {exc}") from None
 
 
-def _api_client(args: argparse.Namespace) -> Any:
-    from qosgate.kube.config import load_api_client
+def build_server(config: ServeConfig, lifecycle: Lifecycle) -> Server:
+    """Every listener of the process: one HTTPS port per component plus the plain health port."""
+    api = None
+    if not config.local:
+        from qosgate.kube.config import load_api_client
 
-    return load_api_client(args.kubeconfig)
+        api = load_api_client(config.kubeconfig)
+    listeners: list[Listener] = []
+    if "webhook" in config.components:
+        from qosgate.webhook.wiring import build_webhook
 
+        routes = build_webhook(config.webhook, lifecycle, api)
+        listeners.append(Listener("webhook", Router([*routes, *probe_routes(lifecycle.readiness)], "webhook"),
+                                  config.ports["webhook"], config.host, _reloader(config, None)))
+    if "extender" in config.components:
+        from qosgate.extender.wiring import build_extender
 
-def build_webhook(args: argparse.Namespace, runtime: Runtime, api: Any | None) -> FastAPI:
-    from qosgate.webhook.wiring import build_webhook_app
-
-    return build_webhook_app(args, runtime, api)
-
-
-def build_extender(args: argparse.Namespace, runtime: Runtime, api: Any | None) -> FastAPI:
-    from qosgate.extender.wiring import build_extender_app
-
-    return build_extender_app(args, runtime, api)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn installs its own SIGTERM handler in capture_signals(); `serve` owns the signals instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve(args: argparse.Namespace, runtime: Runtime, host: str) -> None:
-    from qosgate.serving.tls import TLSServer
-
-    tls = TLSServer(runtime.apps, args.cert_dir, host=host, graceful_timeout=args.graceful_timeout,
-                    configure_logging=False, access_log=False)
-    runtime.readiness.checks["certificate"] = tls.reloader.is_valid
-    STATE.register("certificate", lambda: [(
-        "qosgate_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate in use.", {},
-        tls.reloader.not_after.timestamp())])
-    servers: list[asyncio.Task[Any]] = [asyncio.create_task(tls.serve(install_signal_handlers=False))]
-    health: uvicorn.Server | None = None
-    if args.health_port:
-        health = _QuietServer(uvicorn.Config(health_app(runtime.readiness), host=host, port=args.health_port,
-                                             log_config=None, access_log=False, server_header=False))
-        sock = socket.create_server((host, args.health_port), reuse_port=False)
-        servers.append(asyncio.create_task(health.serve(sockets=[sock])))
-
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    waiter = asyncio.create_task(stopping.wait())
-    done, _ = await asyncio.wait([waiter, *servers], return_when=asyncio.FIRST_COMPLETED)
-    if waiter in done:
-        log.info("shutdown requested: failing readiness, draining for %.1fs", args.shutdown_delay)
-        runtime.readiness.draining = True
-        await asyncio.sleep(args.shutdown_delay)
-    tls.request_shutdown()
-    if health is not None:
-        health.should_exit = True
-    waiter.cancel()
-    results = await asyncio.gather(*servers, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-            raise result
+        routes = build_extender(config.extender, lifecycle, api)
+        listeners.append(Listener("extender", Router([*routes, *probe_routes(lifecycle.readiness)], "extender"),
+                                  config.ports["extender"], config.host,
+                                  _reloader(config, config.extender_client_ca)))
+    for listener in listeners:
+        tls = listener.tls
+        assert isinstance(tls, CertReloader)
+        lifecycle.readiness.checks[f"{listener.name} certificate"] = tls.is_valid
+        STATE.register(f"certificate-{listener.name}", lambda tls=tls, name=listener.name: [(
+            "qosgate_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate in use.",
+            {"listener": name}, tls.not_after.timestamp())])
+    if config.health_port:
+        listeners.append(Listener("health", Router(health_routes(lifecycle.readiness), "health"),
+                                  config.health_port, config.host))
+    server = Server(listeners, config.limits)
+    try:
+        server.bind()
+    except OSError as exc:
+        raise QosgateError(f"cannot listen on {config.host} ports "
+                           f"{', '.join(str(listener.port) for listener in listeners)}: {exc.strerror}") from None
+    return server
 
 
 def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
-    host = args.host or ("127.0.0.1" if args.local else "0.0.0.0")
-    _ensure_certs(args)
-    runtime = Runtime()
-    api = None if args.local else _api_client(args)
+    config = config_from_args(args)
+    ensure_certs(config)
+    lifecycle = Lifecycle()
     try:
-        if args.component in ("webhook", "all"):
-            runtime.apps.append((build_webhook(args, runtime, api), args.port))
-        if args.component in ("extender", "all"):
-            runtime.apps.append((build_extender(args, runtime, api), args.extender_port))
-        asyncio.run(_serve(args, runtime, host))
-    finally:
-        runtime.stop()
+        server = build_server(config, lifecycle)
+    except BaseException:
+        lifecycle.stop()
+        raise
+    run(server, lifecycle, shutdown_delay=config.shutdown_delay, graceful_timeout=config.graceful_timeout)
     return 0

@@ -6,7 +6,7 @@ every offending field at once; callers keep the last valid catalog in force when
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ import yaml
 
 from qosgate.core.errors import FieldError, InvalidError, unknown_field_errors
 from qosgate.core.qosresources import class_name_problem, qualified_name_problem
+from qosgate.core.types import Accounting
 
 BACKENDS = ("nri-memory-qos", "koordinator", "kubelet")
 KOORDINATOR_QOS_CLASSES = ("LSE", "LSR", "LS", "BE", "SYSTEM")
@@ -52,7 +53,7 @@ class Catalog:
     memory_resource: str | None = field(default=None)
 
     @property
-    def accounting(self) -> str:
+    def accounting(self) -> Accounting:
         """kubelet (KEP-2570) protects every pod's requests itself, so that is what a node promises."""
         return "kubelet" if "kubelet" in self.backends else "annotated"
 
@@ -238,22 +239,38 @@ resources:
 DEFAULT_CATALOG = load_catalog_yaml(DEFAULT_CATALOG_YAML, "built-in catalog")
 
 
+CatalogListener = Callable[[Catalog], None]
+
+
 class CatalogHolder:
-    """The catalog in force. A rejected update leaves the last valid catalog in place (DESIGN §3)."""
+    """The catalog in force. A rejected update leaves the last valid catalog in place (architecture §4.4).
+
+    Listeners hear every catalog that comes into force, on the updating thread, after `current` changed.
+    """
 
     def __init__(self, catalog: Catalog = DEFAULT_CATALOG, source: str = "built-in catalog"):
         self.current = catalog
         self.source = source
         self.last_error: str | None = None
+        self._listeners: list[CatalogListener] = []
 
-    def update_from_configmap(self, configmap: Mapping[str, Any]) -> str | None:
+    def subscribe(self, listener: CatalogListener) -> None:
+        self._listeners = [*self._listeners, listener]
+
+    def replace(self, catalog: Catalog, source: str) -> None:
+        # One attribute assignment: readers on other threads see the old or the new catalog, never a mix.
+        self.current = catalog
+        self.source = source
+        self.last_error = None
+        for listener in self._listeners:
+            listener(catalog)
+
+    def update_from_configmap(self, configmap: Mapping[str, Any], source: str | None = None) -> str | None:
         """Swap in the ConfigMap's catalog; returns the error (and keeps the old catalog) when invalid."""
         try:
             catalog = catalog_from_configmap(configmap)
         except InvalidError as exc:
             self.last_error = str(exc)
             return self.last_error
-        # One attribute assignment: readers on other threads see the old or the new catalog, never a mix.
-        self.current = catalog
-        self.last_error = None
+        self.replace(catalog, source or self.source)
         return None

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from qosgate.core.quantity import format_bytes
+from qosgate.core.types import ClassKey
 
 MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 Strategy = Literal["spread", "binpack"]
 STRATEGIES: tuple[Strategy, ...] = ("spread", "binpack")
-ClassKey = tuple[str, str]  # (QoS resource, class)
 
 
 class NodeLike(Protocol):

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-ClassKey = tuple[str, str]
+from qosgate.core.types import ClassKey
+
 _NO_CLASSES: frozenset[ClassKey] = frozenset()
 
 
 @dataclass(slots=True)
-class Reservation:
+class BindReservation:
     uid: str
     namespace: str
     name: str
@@ -63,12 +64,12 @@ def _add_classes(totals: dict[str, dict[ClassKey, int]], node: str, classes: fro
         del totals[node]
 
 
-class Ledger:
+class NodeTally:
     def __init__(self) -> None:
         self._counted: dict[str, _Entry] = {}  # uid → what the bound pod adds to its node
         self.bound_memory: dict[str, int] = {}  # node → summed memory.min of counted pods
         self.bound_classes: dict[str, dict[ClassKey, int]] = {}  # node → class → counted pods using it
-        self._reservations: dict[str, dict[str, Reservation]] = {}  # uid → node → reservation
+        self._reservations: dict[str, dict[str, BindReservation]] = {}  # uid → node → reservation
         self.reserved_memory: dict[str, int] = {}
         self.reserved_classes: dict[str, dict[ClassKey, int]] = {}
         # bound + reserved per node in one dict.
@@ -129,7 +130,7 @@ class Ledger:
         return uid in self._counted
 
     # --- reservations ----------------------------------------------------------------------------------
-    def reserve(self, reservation: Reservation) -> None:
+    def reserve(self, reservation: BindReservation) -> None:
         self.release(reservation.uid, reservation.node)
         self._reservations.setdefault(reservation.uid, {})[reservation.node] = reservation
         _add(self.reserved_memory, reservation.node, reservation.memory_min)
@@ -138,16 +139,16 @@ class Ledger:
             _add_classes(self.reserved_classes, reservation.node, reservation.classes, 1)
             self._add_slots(reservation.node, reservation.classes, 1)
 
-    def reservation(self, uid: str, node: str) -> Reservation | None:
+    def reservation(self, uid: str, node: str) -> BindReservation | None:
         return self._reservations.get(uid, {}).get(node)
 
-    def reservations_of(self, uid: str) -> Mapping[str, Reservation]:
+    def reservations_of(self, uid: str) -> Mapping[str, BindReservation]:
         return self._reservations.get(uid, {})
 
     def has_reservations(self, uid: str) -> bool:
         return uid in self._reservations
 
-    def release(self, uid: str, node: str) -> Reservation | None:
+    def release(self, uid: str, node: str) -> BindReservation | None:
         by_node = self._reservations.get(uid)
         if by_node is None or node not in by_node:
             return None
@@ -171,7 +172,7 @@ class Ledger:
         for node in list(self._reservations.get(uid, ())):
             self.release(uid, node)
 
-    def __iter__(self) -> Iterator[Reservation]:
+    def __iter__(self) -> Iterator[BindReservation]:
         for by_node in list(self._reservations.values()):
             yield from list(by_node.values())
 

@@ -26,13 +26,13 @@ import yaml
 from qosgate.core.errors import FieldError, InvalidError, unknown_field_errors
 from qosgate.core.qosresources import ClassAssignments, class_name_problem, qualified_name_problem
 from qosgate.core.quantity import format_bytes, parse_quantity
+from qosgate.core.types import ClassKey
 
 QUOTA_DATA_KEY = "quota.yaml"
 QUOTA_LABEL_VALUE = "true"
 ENFORCEMENTS = ("deny", "warn", "dryrun")
 Enforcement = Literal["deny", "warn", "dryrun"]
 Level = Literal["pod", "container"]
-ClassKey = tuple[str, str]
 
 _TOP_KEYS = {"enforcement", "pod", "container"}
 _RESOURCE_KEYS = {"name", "classes"}

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from qosgate.core.annotations import CARRIER_POD, MEMORY_MIN, NODE_QOS_CLASSES, PROTECTABLE_MEMORY
 from qosgate.core.errors import InvalidError
@@ -20,10 +20,9 @@ from qosgate.core.memory import pod_requests_memory
 from qosgate.core.nodeoffer import parse_node_offer
 from qosgate.core.qosresources import pod_class_assignments
 from qosgate.core.quantity import parse_quantity
+from qosgate.core.types import Accounting, ClassKey
 
-Accounting = Literal["annotated", "kubelet"]
 _T = TypeVar("_T")
-ClassKey = tuple[str, str]
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 # What kube-apiserver defaults when the field is absent, so records look the same whoever created the pod.
@@ -65,12 +64,6 @@ class NodeRecord:
     offered_classes: Mapping[str, Mapping[str, int]] | None
     unschedulable: bool
     problems: tuple[str, ...] = ()  # unparsable node annotations, reported rather than crashing
-
-    def protectable(self, percent: int) -> int:
-        """DESIGN §8: the per-node override wins, else allocatable × percent / 100."""
-        if self.protectable_override is not None:
-            return self.protectable_override
-        return self.allocatable_memory * percent // 100
 
     def __hash__(self) -> int:
         # The read-only mappings are unhashable; the other fields identify a record well enough.

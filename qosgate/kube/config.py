@@ -10,13 +10,15 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config.config_exception import ConfigException
 
+from qosgate.core.errors import QosgateError
+
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 # Informers hold one long-lived watch connection each, next to leader election, ledgers and bindings;
 # urllib3's default pool of 10 would keep discarding and reopening connections under load.
 POOL_SIZE = 32
 
 
-class KubeConfigError(RuntimeError):
+class KubeConfigError(QosgateError):
     """No usable API server configuration; the message says what was tried."""
 
 

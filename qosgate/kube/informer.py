@@ -33,7 +33,7 @@ import urllib3
 from kubernetes.client import ApiClient
 
 from qosgate.core.annotations import QUOTA_LABEL
-from qosgate.core.records import Accounting
+from qosgate.core.types import Accounting
 from qosgate.kube.rest import ApiError, KubeError, TransportError, open_request, request_json
 from qosgate.kube.store import NodeStore, ObjectStore, PodStore
 

@@ -248,3 +248,58 @@ class LeaderElector:
             # Not fatal: the lease simply expires after leaseDurationSeconds.
             self.last_error = f"release failed: {exc}"
             log.warning("leader election %s/%s: %s", self.namespace, self.name, self.last_error)
+
+
+class CatchUpBarrier:
+    """After winning the Lease, serve only once a watch cache has seen everything up to that moment.
+
+    The previous leader's last writes may still be in flight on our watch (the extender: its last binds):
+    deciding before they arrive could double-book. A quorum read (LIST limit=1, no resourceVersion) of
+    `list_path` gives the API's current resourceVersion; the barrier opens when `cache_version()` (the
+    cache's resourceVersion, moved by events and bookmarks) has reached it.
+    resourceVersions are compared as integers, which holds for etcd-backed servers; a non-numeric one, or a
+    wait beyond `max_wait` (a quiet cluster sends bookmarks only about once a minute), opens it with a warning.
+    """
+
+    def __init__(self, api: Any, cache_version: Callable[[], str], list_path: str = "/api/v1/pods",
+                 max_wait: float = 90.0, poll: float = 0.05):
+        self.api, self.cache_version, self.list_path = api, cache_version, list_path
+        self.max_wait, self.poll = max_wait, poll
+        self._generation = 0
+        self._open = threading.Event()
+
+    @property
+    def open(self) -> bool:
+        return self._open.is_set()
+
+    def on_started_leading(self) -> None:
+        self._generation += 1
+        self._open.clear()
+        threading.Thread(target=self._wait, args=(self._generation,), name="extender-catch-up", daemon=True).start()
+
+    def on_stopped_leading(self) -> None:
+        self._generation += 1
+        self._open.clear()
+
+    def _wait(self, generation: int) -> None:
+        deadline = time.monotonic() + self.max_wait
+        target: int | None = None
+        while target is None and time.monotonic() < deadline and generation == self._generation:
+            try:
+                listed = request_json(self.api, "GET", self.list_path, query=[("limit", "1")])
+                target = int(listed.get("metadata", {}).get("resourceVersion", ""))
+            except ValueError:
+                break  # not an integer: cannot compare, open below
+            except KubeError as exc:
+                log.warning("catch-up read failed, retrying: %s", exc)
+                time.sleep(1.0)
+        while target is not None and time.monotonic() < deadline and generation == self._generation:
+            current = self.cache_version()
+            if current.isdigit() and int(current) >= target:
+                break
+            time.sleep(self.poll)
+        if generation != self._generation:
+            return
+        if target is None or time.monotonic() >= deadline:
+            log.warning("serving as leader without a confirmed catch-up of the pod watch")
+        self._open.set()

@@ -25,7 +25,7 @@ class LedgerConflictError(KubeError):
     """Every attempt lost the race to another writer."""
 
 
-class Ledger:
+class ConfigMapLedger:
     """One ConfigMap used as a ledger; safe to share between threads and to have several per process."""
 
     def __init__(

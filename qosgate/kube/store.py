@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from qosgate.core.records import (
-    Accounting,
-    ClassKey,
     NodeRecord,
     PodRecord,
     node_record_from_raw,
     object_uid,
     pod_record_from_raw,
 )
+from qosgate.core.types import Accounting, ClassKey
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,12 @@ class _Store(Generic[R]):
 
 
 class PodStore(_Store[PodRecord]):
-    """Pods by UID, with per-node and per-namespace views and aggregates over *active* pods only."""
+    """Pods by UID, with per-node and per-namespace views, and quota usage per namespace over *active* pods.
+
+    Per-node memory.min and class totals are not kept here: their one incremental home is the extender's
+    NodeTally (qosgate.core.nodetally), which also counts reservations. `node_memory_min` and
+    `node_class_count` sum the node's pods on demand (tests and tools).
+    """
 
     def __init__(self, accounting: Accounting = "annotated") -> None:
         super().__init__()
@@ -208,8 +212,6 @@ class PodStore(_Store[PodRecord]):
         self.accounting: Accounting = accounting
         self._by_name: dict[str, dict[str, PodRecord]] = {}  # namespace → name → record
         self._by_node: dict[str, dict[str, PodRecord]] = {}  # node → uid → record (bound pods, any phase)
-        self._node_memory: dict[str, int] = {}
-        self._node_classes: dict[str, dict[ClassKey, int]] = {}
         # namespace → class → [pods, containers, memory_min]; lists so an update adds in place.
         self._ns_usage: dict[str, dict[ClassKey, list[int]]] = {}
 
@@ -254,26 +256,7 @@ class PodStore(_Store[PodRecord]):
             self._aggregate(record, -1)
 
     def _aggregate(self, record: PodRecord, sign: int) -> None:
-        node = record.node_name
         classes = record.classes
-        if node:
-            total = self._node_memory.get(node, 0) + sign * record.memory_min
-            if total:
-                self._node_memory[node] = total
-            else:
-                self._node_memory.pop(node, None)
-            if classes:
-                counts = self._node_classes.get(node)
-                if counts is None:
-                    counts = self._node_classes[node] = {}
-                for key in classes:
-                    count = counts.get(key, 0) + sign
-                    if count:
-                        counts[key] = count
-                    else:
-                        del counts[key]
-                if not counts:
-                    del self._node_classes[node]
         if classes:
             usage = self._ns_usage.get(record.namespace)
             if usage is None:
@@ -316,14 +299,19 @@ class PodStore(_Store[PodRecord]):
             return list(self._by_name)
 
     def node_memory_min(self, node: str) -> int:
-        """Sum of memory_min of active pods bound to the node (DESIGN §8)."""
+        """Sum of memory_min of active pods bound to the node (architecture §5.1), summed now."""
         with self._lock:
-            return self._node_memory.get(node, 0)
+            return sum(r.memory_min for r in self._by_node.get(node, {}).values() if r.active)
 
     def node_class_count(self, node: str) -> Mapping[ClassKey, int]:
-        """Active pods on the node per distinct (resource, class) they use. A copy: safe to keep."""
+        """Active pods on the node per distinct (resource, class) they use, counted now."""
+        counts: dict[ClassKey, int] = {}
         with self._lock:
-            return dict(self._node_classes.get(node, {}))
+            for record in self._by_node.get(node, {}).values():
+                if record.active:
+                    for key in record.classes:
+                        counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def namespace_usage(self, namespace: str) -> Mapping[ClassKey, ClassUsage]:
         """Quota usage of active pods in the namespace, bound or not (DESIGN §9). A copy: safe to keep."""

@@ -32,5 +32,3 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's access log duplicates our per-admission decision log line.
-    logging.getLogger("uvicorn.access").disabled = True

@@ -31,6 +31,14 @@ EXTENDER_LATENCY = Histogram(
 EXTENDER_RESULTS = Counter(
     "qosgate_extender_requests", "Scheduler extender calls, by verb and outcome.", ["verb", "outcome"],
 )
+HTTP_REQUESTS = Counter(
+    "qosgate_http_requests", "HTTP requests answered, by listener, route and status code.",
+    ["listener", "route", "code"],
+)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "qosgate_http_connections_refused", "Connections closed at accept time, by listener and reason.",
+    ["listener", "reason"],
+)
 LEDGER_CONFLICTS = Counter(
     "qosgate_ledger_conflicts", "Optimistic-concurrency conflicts (HTTP 409) retried on ledger objects.", ["ledger"],
 )

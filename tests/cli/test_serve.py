@@ -52,7 +52,8 @@ def test_local_mode_serves_webhook_and_extender_over_verified_https(serve):
                                  "annotations": {"qosgate.io/memory-min": str(2**30)}}},
             "Nodes": {"items": [{"metadata": {"name": "big"}, "status": {"allocatable": {"memory": "8Gi"}}},
                                 {"metadata": {"name": "small"}, "status": {"allocatable": {"memory": "1Gi"}}}]}}
-    with https_client(served.cert_dir, served.ports["extender"], EXTENDER_HOSTNAME, timeout=10) as extender:
+    with https_client(served.cert_dir, served.ports["extender"], EXTENDER_HOSTNAME, timeout=10,
+                      client_cert=True) as extender:
         result = extender.post("/filter", json=args).json()
     assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["big"]
     assert "small" in result["FailedAndUnresolvableNodes"]

@@ -1,21 +1,21 @@
-"""Ledger: bound pods and reservations per node, handed over in one step."""
+"""NodeTally: bound pods and reservations per node, handed over in one step."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qosgate.core.nodetally import Ledger, Reservation
+from qosgate.core.nodetally import BindReservation, NodeTally
 
 GOLD = ("memory-qos", "gold")
 
 
-def reservation(uid: str, node: str, memory: int, classes: frozenset = frozenset()) -> Reservation:
-    return Reservation(uid, "ns", uid, node, memory, classes, deadline=0.0)
+def reservation(uid: str, node: str, memory: int, classes: frozenset = frozenset()) -> BindReservation:
+    return BindReservation(uid, "ns", uid, node, memory, classes, deadline=0.0)
 
 
 def test_bound_pod_replaces_its_reservation_in_one_call() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     ledger.reserve(reservation("p", "a", 5, frozenset({GOLD})))
     assert ledger.used_memory("a") == 5 and ledger.class_counts("a") == {GOLD: 1}
     ledger.observe("p", "a", True, 5, frozenset({GOLD}))
@@ -24,7 +24,7 @@ def test_bound_pod_replaces_its_reservation_in_one_call() -> None:
 
 
 def test_pending_event_keeps_the_reservation_and_end_releases_it() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     ledger.reserve(reservation("p", "a", 5))
     ledger.observe("p", "", True, 5, frozenset())  # still pending on the watch
     assert ledger.used_memory("a") == 5
@@ -33,7 +33,7 @@ def test_pending_event_keeps_the_reservation_and_end_releases_it() -> None:
 
 
 def test_finished_and_deleted_pods_stop_counting() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     ledger.observe("p", "a", True, 5, frozenset())
     ledger.observe("q", "a", True, 3, frozenset())
     ledger.observe("p", "a", False, 5, frozenset())  # Succeeded
@@ -42,14 +42,14 @@ def test_finished_and_deleted_pods_stop_counting() -> None:
 
 
 def test_replaying_an_event_is_harmless() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     for _ in range(3):
         ledger.observe("p", "a", True, 5, frozenset({GOLD}))
     assert ledger.bound_memory == {"a": 5} and ledger.bound_classes == {"a": {GOLD: 1}}
 
 
 def test_own_reservation_is_excluded_on_request() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     ledger.reserve(reservation("p", "a", 5, frozenset({GOLD})))
     ledger.reserve(reservation("q", "a", 2, frozenset({GOLD})))
     assert ledger.used_memory("a", exclude_uid="p") == 2
@@ -57,7 +57,7 @@ def test_own_reservation_is_excluded_on_request() -> None:
 
 
 def test_re_reserving_the_same_node_counts_once() -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     ledger.reserve(reservation("p", "a", 5))
     ledger.reserve(reservation("p", "a", 5))
     assert ledger.used_memory("a") == 5 and len(ledger) == 1
@@ -75,7 +75,7 @@ ops = st.lists(st.tuples(
 @settings(max_examples=200)
 @given(ops)
 def test_totals_always_equal_a_recount(sequence: list) -> None:
-    ledger = Ledger()
+    ledger = NodeTally()
     bound: dict[str, tuple[str, int, frozenset]] = {}
     reserved: dict[tuple[str, str], tuple[int, frozenset]] = {}
     for op, uid, node, memory, gold in sequence:

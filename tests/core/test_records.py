@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from qosgate.core.nodefit import protectable
 from qosgate.core.records import node_record_from_raw, pod_record_from_raw
 from tests.kube.podfactory import make_node, make_pod
 
@@ -79,7 +80,7 @@ def test_node_record() -> None:
                                     "qosgate.io/qos-classes": "memory-qos=gold:3,silver"}, unschedulable=True)
     record = node_record_from_raw(node)
     assert record.name == "n1" and record.allocatable_memory == 10 * 2**30
-    assert record.protectable_override == 8 * 2**30 and record.protectable(50) == 8 * 2**30
+    assert record.protectable_override == 8 * 2**30 and protectable(record, 50) == 8 * 2**30
     assert record.offered_classes == {"memory-qos": {"gold": 3, "silver": 0}}
     assert record.unschedulable and record.problems == ()
     hash(record)
@@ -88,7 +89,7 @@ def test_node_record() -> None:
 def test_node_without_annotations_offers_everything() -> None:
     record = node_record_from_raw(make_node("n1", "10Gi"))
     assert record.offered_classes is None and record.protectable_override is None
-    assert record.protectable(90) == 9 * 2**30
+    assert protectable(record, 90) == 9 * 2**30
 
 
 def test_bad_node_annotations_are_problems() -> None:

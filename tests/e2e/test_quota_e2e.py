@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from kubernetes import client, config
@@ -24,11 +25,15 @@ from kubernetes.client.exceptions import ApiException
 
 from qosgate.core.catalog import CatalogHolder
 from qosgate.kube.informer import ClusterCache
-from qosgate.serving.tls import running_server
-from qosgate.webhook.app import create_webhook_app
-from qosgate.webhook.quota_engine import QuotaEngine, QuotaSource, ledger_books, ledger_name
-from qosgate.webhook.validate import ValidatorSettings, add_validate_route, build_validator
+from qosgate.serving.http import Request, Response, Route, Router
+from qosgate.serving.server import Listener
+from qosgate.webhook.app import webhook_routes
+from qosgate.webhook.quota.books import ledger_books, ledger_name
+from qosgate.webhook.quota.engine import QuotaEngine
+from qosgate.webhook.quota.source import QuotaSource
+from qosgate.webhook.validate import ValidatorSettings, build_validator
 from tests.fakeapi import FakeAPIServer
+from tests.support.serving import reloader, serve_in_thread
 from tests.support.tls import WEBHOOK_HOSTNAME, async_https_client, eventually
 
 REPLICAS = 3
@@ -56,7 +61,7 @@ def gold_pod(labels: dict[str, str] | None = None, annotations: dict[str, str] |
 
 
 class RoundRobin:
-    """A minimal L7 load balancer (ASGI): each request goes to the next replica, over verified HTTPS."""
+    """A minimal L7 load balancer: each request goes to the next replica, over verified HTTPS."""
 
     def __init__(self, cert_dir: Path) -> None:
         self.cert_dir = cert_dir
@@ -65,55 +70,33 @@ class RoundRobin:
         self._next = itertools.count()
         self._clients: list[Any] | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    for c in self._clients or ():
-                        await c.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+    async def forward(self, request: Request) -> Response:
         if self._clients is None:  # created on the server's own loop
-            self._clients = [async_https_client(self.cert_dir, port, timeout=30) for port in self.ports]
+            # Unbounded pools, like a Service: a capped client pool would make quick /mutate calls queue
+            # behind /validate calls that wait in their namespace's group commit.
+            unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            self._clients = [async_https_client(self.cert_dir, port, timeout=30, limits=unbounded)
+                             for port in self.ports]
         index = next(self._next) % len(self.ports)
         self.hits[index] += 1
-        answer = await self._clients[index].post(scope["path"], content=body,
+        answer = await self._clients[index].post(request.path, content=request.body,
                                                  headers={"content-type": "application/json"})
-        await send({"type": "http.response.start", "status": answer.status_code,
-                    "headers": [(b"content-type", answer.headers.get("content-type", "application/json").encode())]})
-        await send({"type": "http.response.body", "body": answer.content})
+        return Response(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", path, self.forward, max_body=8 * 2**20) for path in ("/mutate", "/validate")]
 
 
-async def deny_failing_pods(scope: dict[str, Any], receive: Any, send: Any) -> None:
+def deny_failing_pods(request: Request) -> Response:
     """A second validating webhook refusing pods labelled fail=after-quota: the create fails after our
     webhook admitted (and reserved) the pod, exactly like a later admission step or a storage error."""
-    if scope["type"] != "http":
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        return
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    request = orjson.loads(body)["request"]
-    labels = ((request.get("object") or {}).get("metadata") or {}).get("labels") or {}
+    review = orjson.loads(request.body)["request"]
+    labels = ((review.get("object") or {}).get("metadata") or {}).get("labels") or {}
     allowed = labels.get("fail") != "after-quota"
-    response: dict[str, Any] = {"uid": request["uid"], "allowed": allowed}
+    response: dict[str, Any] = {"uid": review["uid"], "allowed": allowed}
     if not allowed:
         response["status"] = {"code": 500, "message": "simulated failure after quota admission"}
-    payload = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": payload})
+    return Response.json({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 
 
 @dataclass
@@ -159,7 +142,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
     api.add_user("tenant", "alice", ["team-a-devs"])
     clock_offset = [0.0]
     replicas: list[Replica] = []
-    apps: list[tuple[Any, int]] = []
+    listeners: list[Listener] = []
     holder = CatalogHolder()
     for _ in range(REPLICAS):
         replica_api = api.api_client()  # each replica: its own connection pool, caches and ledger client
@@ -170,17 +153,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
         engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(replica_api), ttl=TTL,
                              clock=lambda: time.time() + clock_offset[0], wait_timeout=9.0)
         validator = build_validator(holder, engine, ValidatorSettings())
-        app = create_webhook_app(holder, is_ready=lambda engine=engine: engine.ready)
-        add_validate_route(app, validator)
-        apps.append((app, 0))
+        listeners.append(Listener(f"replica-{len(replicas)}", Router(webhook_routes(holder, validator)), 0,
+                                  tls=reloader(cert_dir)))
         replicas.append(Replica(cache, engine, replica_api))
     balancer = RoundRobin(cert_dir)
-    apps += [(balancer, 0), (deny_failing_pods, 0)]
+    listeners += [Listener("lb", Router(balancer.routes()), 0, tls=reloader(cert_dir)),
+                  Listener("deny", Router([Route("POST", "/", deny_failing_pods, max_body=8 * 2**20)]), 0,
+                           tls=reloader(cert_dir))]
     tenant_api, admin_api = _client(api, tmp, "tenant"), _client(api, tmp, "admin")
     try:
         # Nothing is in flight at teardown; don't wait out keep-alive connections between the servers.
-        with running_server(apps, cert_dir, graceful_timeout=0.5) as server:
-            ports = server.ports
+        with serve_in_thread(listeners) as server:
+            ports = list(server.ports.values())
             balancer.ports = ports[:REPLICAS]
             ca_pem = (cert_dir / "ca.crt").read_bytes()
             env = Cluster(api, replicas, balancer, client.CoreV1Api(tenant_api), client.CoreV1Api(admin_api),

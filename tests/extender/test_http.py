@@ -11,13 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from qosgate.extender.app import create_extender_app, create_null_extender_app
+from qosgate.extender.app import extender_routes, null_extender_routes
 from qosgate.extender.state import ExtenderSettings, ExtenderState
 from qosgate.kube.store import ADDED, NodeStore, PodStore
-from qosgate.serving.tls import running_app
+from qosgate.serving.health import Readiness, health_routes
 from tests.extender.conftest import EXTENDER_HOSTNAME
 from tests.extender.memapi import MemoryAPI
 from tests.extender.objects import GI, bound, make_node, make_pod
+from tests.support.serving import serve_routes
 from tests.support.tls import https_client
 
 
@@ -45,9 +46,10 @@ def served(extender_cert_dir: Path) -> Iterator[Served]:
     state = ExtenderState(pods, nodes, ExtenderSettings())
     api = MemoryAPI(pods)
     ready = [True]
-    app = create_extender_app(state, api, lambda: ready[0])
-    with running_app(app, extender_cert_dir) as port, \
-            https_client(extender_cert_dir, port, server_hostname=EXTENDER_HOSTNAME) as client:
+    readiness = Readiness({"test": lambda: ready[0]})
+    routes = [*extender_routes(state, api, readiness, client_certificate_required=True), *health_routes(readiness)]
+    with serve_routes(routes, extender_cert_dir, client_ca_file=extender_cert_dir / "ca.crt") as port, \
+            https_client(extender_cert_dir, port, server_hostname=EXTENDER_HOSTNAME, client_cert=True) as client:
         yield Served(client, api, pods, nodes, state, ready)
     state.close()
 
@@ -166,7 +168,7 @@ def test_not_ready_refuses_decisions(served: Served) -> None:
 
 
 def test_null_extender(extender_cert_dir: Path) -> None:
-    with running_app(create_null_extender_app(), extender_cert_dir) as port, \
+    with serve_routes(null_extender_routes(), extender_cert_dir) as port, \
             https_client(extender_cert_dir, port, server_hostname=EXTENDER_HOSTNAME) as client:
         args = orjson.dumps(node_names_args(make_pod("p", 100 * GI), ["a", "b"]))
         headers = {"Content-Type": "application/json"}

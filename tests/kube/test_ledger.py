@@ -7,7 +7,7 @@ import threading
 import pytest
 from kubernetes.client import ApiClient
 
-from qosgate.kube.ledger import Ledger, LedgerConflictError
+from qosgate.kube.ledger import ConfigMapLedger, LedgerConflictError
 from qosgate.kube.rest import ApiError, request_json
 from tests.kube.kubeops import create_namespace
 
@@ -27,7 +27,7 @@ def increment(data: dict[str, str]) -> int:
 
 
 def test_creates_on_first_update_and_reads_back(client: ApiClient, namespace: str) -> None:
-    ledger = Ledger(client, namespace, "ledger", labels={"app": "qosgate"})
+    ledger = ConfigMapLedger(client, namespace, "ledger", labels={"app": "qosgate"})
     assert ledger.read() == {}
     assert ledger.update(increment) == 1
     assert ledger.update(increment) == 2
@@ -38,7 +38,7 @@ def test_creates_on_first_update_and_reads_back(client: ApiClient, namespace: st
 
 
 def test_abort_and_no_change_write_nothing(client: ApiClient, namespace: str) -> None:
-    ledger = Ledger(client, namespace, "ledger")
+    ledger = ConfigMapLedger(client, namespace, "ledger")
     assert ledger.update(lambda data: len(data)) == 0
     with pytest.raises(ApiError) as missing:
         request_json(client, "GET", f"/api/v1/namespaces/{namespace}/configmaps/ledger")
@@ -58,13 +58,13 @@ def test_abort_and_no_change_write_nothing(client: ApiClient, namespace: str) ->
 
 
 def test_concurrent_writers_never_lose_an_update(client: ApiClient, namespace: str) -> None:
-    ledgers = [Ledger(client, namespace, "shared", max_attempts=50, backoff_initial=0.001, backoff_max=0.02)
+    ledgers = [ConfigMapLedger(client, namespace, "shared", max_attempts=50, backoff_initial=0.001, backoff_max=0.02)
                for _ in range(3)]
     successes: list[int] = []
     failures: list[BaseException] = []
     lock = threading.Lock()
 
-    def writer(ledger: Ledger) -> None:
+    def writer(ledger: ConfigMapLedger) -> None:
         for _ in range(15):
             try:
                 value = ledger.update(increment)
@@ -80,7 +80,7 @@ def test_concurrent_writers_never_lose_an_update(client: ApiClient, namespace: s
         t.start()
     for t in threads:
         t.join()
-    final = int(Ledger(client, namespace, "shared").read()["counter"])
+    final = int(ConfigMapLedger(client, namespace, "shared").read()["counter"])
     assert final == len(successes)
     # Each success saw a distinct counter value: no two writers ever committed on the same base.
     assert sorted(successes) == list(range(1, final + 1))
@@ -90,8 +90,8 @@ def test_concurrent_writers_never_lose_an_update(client: ApiClient, namespace: s
 
 
 def test_exhaustion_raises_a_clear_error(client: ApiClient, namespace: str) -> None:
-    ledger = Ledger(client, namespace, "contended", max_attempts=3, backoff_initial=0.001)
-    rival = Ledger(client, namespace, "contended")
+    ledger = ConfigMapLedger(client, namespace, "contended", max_attempts=3, backoff_initial=0.001)
+    rival = ConfigMapLedger(client, namespace, "contended")
     rival.update(increment)
     calls = []
 
@@ -107,8 +107,8 @@ def test_exhaustion_raises_a_clear_error(client: ApiClient, namespace: str) -> N
 
 
 def test_create_race_is_a_conflict_too(client: ApiClient, namespace: str) -> None:
-    ledger = Ledger(client, namespace, "racy")
-    rival = Ledger(client, namespace, "racy")
+    ledger = ConfigMapLedger(client, namespace, "racy")
+    rival = ConfigMapLedger(client, namespace, "racy")
     first = [True]
 
     def create_behind_our_back(data: dict[str, str]) -> int:
@@ -122,7 +122,7 @@ def test_create_race_is_a_conflict_too(client: ApiClient, namespace: str) -> Non
 
 
 def test_sole_writer_skips_the_read_before_its_next_write(client: ApiClient, namespace: str, api) -> None:
-    ledger = Ledger(client, namespace, "solo")
+    ledger = ConfigMapLedger(client, namespace, "solo")
     ledger.update(increment)
     gets_before = sum(1 for r in api.requests_log if r.verb == "get" and r.resource == "configmaps")
     assert gets_before >= 1
@@ -133,7 +133,7 @@ def test_sole_writer_skips_the_read_before_its_next_write(client: ApiClient, nam
 
 
 def test_stale_own_copy_is_corrected_by_the_conflict(client: ApiClient, namespace: str) -> None:
-    ours, theirs = Ledger(client, namespace, "shared"), Ledger(client, namespace, "shared")
+    ours, theirs = ConfigMapLedger(client, namespace, "shared"), ConfigMapLedger(client, namespace, "shared")
     ours.update(increment)
     theirs.update(increment)  # ours now holds an outdated copy
     assert ours.update(increment) == 3
@@ -141,7 +141,7 @@ def test_stale_own_copy_is_corrected_by_the_conflict(client: ApiClient, namespac
 
 
 def test_decision_that_writes_nothing_reads_committed_data(client: ApiClient, namespace: str) -> None:
-    ours, theirs = Ledger(client, namespace, "peek"), Ledger(client, namespace, "peek")
+    ours, theirs = ConfigMapLedger(client, namespace, "peek"), ConfigMapLedger(client, namespace, "peek")
     ours.update(increment)
     theirs.update(increment)
     # A decision that records nothing must not rest on our own stale copy (it would see counter 1).

@@ -101,7 +101,7 @@ def test_aggregates_match_recomputation_after_any_events(sequence: list[tuple[st
         assert store.get_by_name(r.namespace, r.name) is r
     # Nothing lingers once every pod is gone.
     store.replace([], "final")
-    assert store._node_memory == {} and store._node_classes == {} and store._ns_usage == {}
+    assert store._ns_usage == {}
     assert store._by_name == {} and store._by_node == {} and mirror == {}
 
 

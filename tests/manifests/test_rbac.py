@@ -32,8 +32,10 @@ EXPECTED = {
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "create", ALL),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "get", LEASE),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "update", LEASE),
-    # extender: the catalog (protectablePercent, accounting mode), read once at start
-    (EXTENDER, NAMESPACE, "", "configmaps", "get", "qosgate-classes"),
+    # extender: the catalog (protectablePercent, accounting mode, classes), followed live: a watch narrowed
+    # to the one object by a metadata.name field selector, which resourceNames can restrict
+    (EXTENDER, NAMESPACE, "", "configmaps", "list", "qosgate-classes"),
+    (EXTENDER, NAMESPACE, "", "configmaps", "watch", "qosgate-classes"),
 }
 
 

@@ -68,7 +68,7 @@ def test_components_need_exactly_the_granted_permissions(serve, fake_api, tmp_pa
     pod = pods[0]
     pod_json = core.api_client.sanitize_for_serialization(pod)
     with https_client(serve.cert_dir, extender.ports["extender"], "qosgate-extender.qosgate-system.svc",
-                      timeout=10) as client:
+                      timeout=10, client_cert=True) as client:
         eventually(lambda: client.post("/filter", json={"Pod": pod_json, "NodeNames": ["node-1"]}
                                        ).json().get("NodeNames") == ["node-1"], timeout=30)
         answer = client.post("/bind", json={"PodName": pod.metadata.name, "PodNamespace": "team-a",

@@ -22,28 +22,24 @@ from pathlib import Path
 
 import pytest
 
-from qosgate.certs.generate import generate_certificates
+from qosgate.certs.generate import ensure_client_certificate, generate_certificates
 from qosgate.cli.main import build_parser
+from qosgate.cli.simulate import add_simulate_parser
 from qosgate.core.nodefit import protectable
 from qosgate.core.records import NodeRecord, PodRecord, node_record_from_raw
-from qosgate.extender.app import create_extender_app
+from qosgate.extender.app import extender_routes
 from qosgate.extender.binder import KubeBinder
 from qosgate.extender.state import ExtenderSettings, ExtenderState
 from qosgate.kube.informer import ClusterCache, Informer
 from qosgate.kube.store import PodStore
-from qosgate.serving.tls import running_app
-from qosgate.simulate.driver import (
-    MI,
-    ExtenderClient,
-    FlakyBinder,
-    SimulationConfig,
-    Simulator,
-    add_simulate_parser,
-    summarize_filter,
-)
+from qosgate.simulate.client import ExtenderClient
+from qosgate.simulate.driver import Simulator
+from qosgate.simulate.faults import FlakyBinder
+from qosgate.simulate.model import MI, SimulationConfig, summarize_filter
 from tests.extender.conftest import EXTENDER_HOSTNAME, EXTENDER_NAMESPACE, EXTENDER_SERVICE
 from tests.extender.objects import make_node
 from tests.fakeapi.server import FakeAPIServer
+from tests.support.serving import serve_routes
 
 PERCENT = 90
 GOLD, SILVER = ("memory-qos", "gold"), ("memory-qos", "silver")
@@ -70,17 +66,20 @@ class RestartableExtender:
         assert cache.wait_for_sync(60), "caches did not sync"  # rebuilt from the API before serving
         self.state = ExtenderState(cache.pods, cache.nodes, ExtenderSettings(protectable_percent=PERCENT))
         binder = FlakyBinder(KubeBinder(client), self.failure_rate, self.seed + self.restarts)
-        app = create_extender_app(self.state, binder, lambda: cache.ready)
-        port = self._stack.enter_context(running_app(app, self.cert_dir))
+        routes = extender_routes(self.state, binder, lambda: cache.ready, client_certificate_required=True)
+        port = self._stack.enter_context(serve_routes(routes, self.cert_dir,
+                                                      client_ca_file=self.cert_dir / "ca.crt"))
         url = f"https://127.0.0.1:{port}"
         if self.client is None:
-            self.client = ExtenderClient(url, str(self.cert_dir / "ca.crt"), EXTENDER_HOSTNAME)
+            cert, key = ensure_client_certificate(self.cert_dir)
+            self.client = ExtenderClient(url, str(self.cert_dir / "ca.crt"), EXTENDER_HOSTNAME,
+                                         cert_file=str(cert), key_file=str(key))
         else:
             self.client.set_url(url)
         return self.client
 
     def stop(self) -> None:
-        # Graceful: uvicorn finishes the requests in flight (binds included) before the caches stop. Idle
+        # Graceful: the server finishes the requests in flight (binds included) before the caches stop. Idle
         # client connections are cut first so the server need not wait for them to time out.
         if self.client is not None:
             self.client.close()

@@ -44,9 +44,11 @@ class ServeLauncher:
     def start(self, *extra: str, component: str = "all", ready_timeout: float = 60) -> ServedProcess:
         ports = {"webhook": free_port(), "extender": free_port(), "health": free_port()}
         log = self.directory / f"serve-{len(self.started)}.log"
+        port_flags = {"webhook": ["--port", str(ports["webhook"])],
+                      "extender": ["--port", str(ports["extender"])],
+                      "all": ["--port", str(ports["webhook"]), "--extender-port", str(ports["extender"])]}[component]
         command = [sys.executable, "-m", "qosgate.cli.main", "serve", component, "--cert-dir", str(self.cert_dir),
-                   "--host", "127.0.0.1", "--port", str(ports["webhook"]), "--extender-port", str(ports["extender"]),
-                   "--health-port", str(ports["health"]), "--shutdown-delay", "1",
+                   "--host", "127.0.0.1", *port_flags, "--health-port", str(ports["health"]), "--shutdown-delay", "1",
                    # The fake apiserver pools idle TLS connections it never reads, so their close_notify is
                    # never answered; bound that wait (kube-apiserver answers it).
                    "--graceful-timeout", "3", *extra]

@@ -12,12 +12,11 @@ Fixtures (imported by tests/conftest.py):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from qosgate.certs.generate import CA_CERT_FILE, generate_certificates
-from qosgate.serving.tls import ASGIApp, running_app, running_server
+from qosgate.certs.generate import CA_CERT_FILE, ensure_client_certificate, generate_certificates
 
 __all__ = [
     "WEBHOOK_HOSTNAME",
@@ -40,8 +38,6 @@ __all__ = [
     "https_client",
     "make_cert_dir",
     "peer_certificate",
-    "running_server",
-    "serve_app",
 ]
 
 WEBHOOK_SERVICE = "qosgate-webhook"
@@ -66,10 +62,16 @@ def fresh_cert_dir(tmp_path: Path) -> Path:
     return make_cert_dir(tmp_path / "certs")
 
 
-def client_ssl_context(cert_dir: str | os.PathLike[str]) -> ssl.SSLContext:
-    """Trust only the generated CA (never the system store) and check the host name, like Go's client."""
+def client_ssl_context(cert_dir: str | os.PathLike[str], client_cert: bool = False) -> ssl.SSLContext:
+    """Trust only the generated CA (never the system store) and check the host name, like Go's client.
+
+    `client_cert`: present the cert dir's client pair (issued on first use), as kube-scheduler does.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(Path(cert_dir) / CA_CERT_FILE))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert:
+        cert, key = ensure_client_certificate(cert_dir)
+        ctx.load_cert_chain(cert, key)
     return ctx
 
 
@@ -101,6 +103,7 @@ def https_client(
     server_hostname: str = WEBHOOK_HOSTNAME,
     *,
     host: str = "127.0.0.1",
+    client_cert: bool = False,
     **kwargs: Any,
 ) -> httpx.Client:
     """httpx.Client for ``https://host:port`` that verifies the CA and ``server_hostname``.
@@ -108,7 +111,7 @@ def https_client(
     A certificate without that name fails with ``httpx.ConnectError`` (CERTIFICATE_VERIFY_FAILED).
     kwargs go to ``httpx.Client`` (e.g. ``timeout``). Use it as a context manager.
     """
-    transport = _SNITransport(server_hostname, verify=client_ssl_context(cert_dir))
+    transport = _SNITransport(server_hostname, verify=client_ssl_context(cert_dir, client_cert))
     # trust_env=False: an HTTPS_PROXY in the environment must never reroute loopback test traffic.
     return httpx.Client(base_url=f"https://{host}:{port}", transport=transport, trust_env=False, **kwargs)
 
@@ -124,17 +127,6 @@ def async_https_client(
     """Async twin of :func:`https_client`."""
     transport = _AsyncSNITransport(server_hostname, verify=client_ssl_context(cert_dir))
     return httpx.AsyncClient(base_url=f"https://{host}:{port}", transport=transport, trust_env=False, **kwargs)
-
-
-@contextlib.contextmanager
-def serve_app(app: ASGIApp, cert_dir: str | os.PathLike[str], **kwargs: Any) -> Iterator[int]:
-    """Serve ``app`` over HTTPS on a free loopback port in a background thread; yields the port.
-
-    kwargs go to :class:`qosgate.serving.tls.TLSServer` (e.g. ``reload_interval``). For access to the
-    reloader, use :func:`qosgate.serving.tls.running_server` instead, which yields the TLSServer.
-    """
-    with running_app(app, cert_dir, **kwargs) as port:
-        yield port
 
 
 def peer_certificate(

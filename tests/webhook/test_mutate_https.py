@@ -12,8 +12,9 @@ import jsonpatch
 import pytest
 
 from qosgate.core.catalog import CatalogHolder, load_catalog_yaml
-from qosgate.webhook.app import MAX_BODY_BYTES, create_webhook_app
-from tests.support.tls import https_client, serve_app
+from qosgate.webhook.app import MAX_BODY_BYTES, webhook_routes
+from tests.support.serving import serve_routes
+from tests.support.tls import https_client
 
 KOORD_CATALOG = """
 backends: [koordinator]
@@ -28,7 +29,7 @@ resources:
 @pytest.fixture(scope="module")
 def server(cert_dir) -> Iterator[dict[str, Any]]:
     holder = CatalogHolder()
-    with serve_app(create_webhook_app(holder), cert_dir) as port, https_client(cert_dir, port, timeout=10) as client:
+    with serve_routes(webhook_routes(holder), cert_dir) as port, https_client(cert_dir, port, timeout=10) as client:
         yield {"client": client, "catalog": holder}
 
 

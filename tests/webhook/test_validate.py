@@ -9,7 +9,8 @@ import pytest
 from qosgate.core.catalog import CatalogHolder
 from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas
+from qosgate.webhook.quota.engine import QuotaEngine
+from qosgate.webhook.quota.source import StaticQuotas
 from qosgate.webhook.validate import ValidatorSettings, build_validator
 from tests.webhook.checks.helpers import (
     configmap,

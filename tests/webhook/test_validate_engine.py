@@ -13,7 +13,9 @@ import pytest
 from qosgate.core.qosresources import ClassAssignments
 from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.webhook.quota_engine import LocalBook, QuotaEngine, Reservation, StaticQuotas, local_books
+from qosgate.webhook.quota.books import LocalBook, QuotaReservation, local_books
+from qosgate.webhook.quota.engine import QuotaEngine
+from qosgate.webhook.quota.source import StaticQuotas
 from tests.kube.podfactory import make_pod
 from tests.support.tls import eventually
 
@@ -159,7 +161,7 @@ def test_ledger_failure_fails_closed() -> None:
 def test_invalid_quota_in_force_refuses() -> None:
     class Invalid(StaticQuotas):
         def quotas_for(self, namespace):
-            from qosgate.webhook.quota_engine import QuotaLookup
+            from qosgate.webhook.quota.source import QuotaLookup
             return QuotaLookup((), ("configmap team-a/q: data: missing key 'quota.yaml'",))
 
     e = QuotaEngine(synced_store(), Invalid({}), clock=Clock())
@@ -223,7 +225,7 @@ def test_group_commit_batches_queued_requests() -> None:
         first = pool.submit(admit, e, "leader")
         entered.wait()
         rest = [pool.submit(admit, e, f"u{i}") for i in range(19)]
-        eventually(lambda: len(e._lanes["team-a"].queue) == 19)
+        eventually(lambda: len(e._commit._lanes["team-a"].queue) == 19)
         gate.set()
         outcomes = [first.result(), *(f.result() for f in rest)]
     assert sum(o.allowed for o in outcomes) == 10
@@ -242,7 +244,7 @@ def test_waiting_beyond_the_timeout_fails_closed() -> None:
     e = engine(books=lambda ns: book, wait_timeout=0.05)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(admit, e, "leader")
-        eventually(lambda: e._lanes.get("team-a") is not None and e._lanes["team-a"].busy)
+        eventually(lambda: e._commit._lanes.get("team-a") is not None and e._commit._lanes["team-a"].busy)
         outcome = admit(e, "follower")
         gate.set()
         assert first.result().allowed
@@ -261,10 +263,11 @@ def test_single_replica_book_drops_observed_reservations_at_once() -> None:
 
 
 def test_reservation_codec_round_trip_and_garbage() -> None:
-    r = Reservation(ClassAssignments((("memory-qos", "gold"),), (("memory-qos", "silver"),) * 2), 5, 12.5, 2.0, "p")
-    assert Reservation.decode(r.encode()) == r
-    assert Reservation.decode("{") is None
-    assert Reservation.decode('{"p": 1}') is None
+    r = QuotaReservation(ClassAssignments((("memory-qos", "gold"),), (("memory-qos", "silver"),) * 2), 5, 12.5, 2.0,
+                         "p")
+    assert QuotaReservation.decode(r.encode()) == r
+    assert QuotaReservation.decode("{") is None
+    assert QuotaReservation.decode('{"p": 1}') is None
 
 
 def test_garbage_ledger_entries_are_ignored_and_pruned() -> None:

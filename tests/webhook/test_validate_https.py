@@ -13,10 +13,12 @@ import pytest
 from qosgate.core.catalog import CatalogHolder
 from qosgate.core.quota import load_quota_yaml
 from qosgate.kube.store import PodStore
-from qosgate.webhook.app import MAX_BODY_BYTES, create_webhook_app
-from qosgate.webhook.quota_engine import QuotaEngine, StaticQuotas
-from qosgate.webhook.validate import Validator, add_validate_route, build_validator
-from tests.support.tls import https_client, serve_app
+from qosgate.webhook.app import MAX_BODY_BYTES, webhook_routes
+from qosgate.webhook.quota.engine import QuotaEngine
+from qosgate.webhook.quota.source import StaticQuotas
+from qosgate.webhook.validate import Validator, build_validator
+from tests.support.serving import serve_routes
+from tests.support.tls import https_client
 from tests.webhook.checks.helpers import gold_pod, quota_configmap, raw_pod
 
 QUOTAS = {
@@ -32,17 +34,12 @@ def make_validator() -> Validator:
     return build_validator(CatalogHolder(), QuotaEngine(store, StaticQuotas(QUOTAS)))
 
 
-@pytest.fixture(params=["inline", "threadpool"])
-def server(request, cert_dir) -> Iterator[Any]:
-    """Both ways of serving: create_webhook_app(validate=...) and add_validate_route (thread pool)."""
+@pytest.fixture
+def server(cert_dir) -> Iterator[Any]:
+    """The served /validate route: pod creations the quota engine decides finish in the worker pool."""
     holder = CatalogHolder()
-    validator = make_validator()
-    if request.param == "inline":
-        app = create_webhook_app(holder, validate=validator)
-    else:
-        app = create_webhook_app(holder)
-        add_validate_route(app, validator)
-    with serve_app(app, cert_dir) as port, https_client(cert_dir, port, timeout=30) as client:
+    with serve_routes(webhook_routes(holder, make_validator()), cert_dir) as port, \
+            https_client(cert_dir, port, timeout=30) as client:
         yield client
 
 
@@ -126,12 +123,10 @@ def test_internal_error_is_a_500_denial(cert_dir) -> None:
         def __call__(self, request):
             raise RuntimeError("boom")
 
-    for mount in ("inline", "threadpool"):
-        validator = Broken(CatalogHolder(), QuotaEngine(PodStore(), StaticQuotas({})))
-        app = create_webhook_app(CatalogHolder(), validate=validator if mount == "inline" else None)
-        if mount == "threadpool":
-            add_validate_route(app, validator)
-        with serve_app(app, cert_dir) as port, https_client(cert_dir, port, timeout=30) as client:
+    for engine in (None, QuotaEngine(PodStore(), StaticQuotas({}))):  # on the loop, then in the worker pool
+        validator = Broken(CatalogHolder(), engine)
+        with serve_routes(webhook_routes(CatalogHolder(), validator), cert_dir) as port, \
+                https_client(cert_dir, port, timeout=30) as client:
             response = post(client, review(raw_pod()))
         assert response["allowed"] is False and response["status"]["code"] == 500
         assert "internal error" in response["status"]["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from qosgate.extender.wiring import CatchUpBarrier
+from qosgate.kube.leader import CatchUpBarrier
 from qosgate.kube.store import PodStore
 from tests.support.processes import free_port
 from tests.support.tls import eventually
@@ -14,7 +14,7 @@ def test_barrier_opens_only_when_the_pod_cache_reaches_the_api_revision(fake_api
     fake_api.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}])
     pods = PodStore()
     pods.replace([], "1")  # an old revision: binds made by the previous leader are not seen yet
-    barrier = CatchUpBarrier(fake_api.api_client(), pods, poll=0.01)
+    barrier = CatchUpBarrier(fake_api.api_client(), lambda: pods.resource_version, poll=0.01)
     barrier.on_started_leading()
     assert not barrier.open
     pods.replace([], str(fake_api.resource_version))
@@ -24,7 +24,7 @@ def test_barrier_opens_only_when_the_pod_cache_reaches_the_api_revision(fake_api
 def test_losing_the_lease_closes_the_barrier_and_abandons_the_wait(fake_api):
     pods = PodStore()
     pods.replace([], "1")
-    barrier = CatchUpBarrier(fake_api.api_client(), pods, poll=0.01)
+    barrier = CatchUpBarrier(fake_api.api_client(), lambda: pods.resource_version, poll=0.01)
     fake_api.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}])
     barrier.on_started_leading()
     barrier.on_stopped_leading()

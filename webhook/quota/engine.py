@@ -12,7 +12,7 @@ Exactness
   requests arriving meanwhile form the next batch. Serial per namespace (so a batch sees every earlier
   admission) without paying one API round trip per pod.
 - Across replicas, the reservations live in a ledger ConfigMap per namespace, `qosgate-quota-<namespace>` in
-  qosgate-system, updated by optimistic concurrency (kube.ledger.Ledger: read, decide, PUT with the read
+  qosgate-system, updated by optimistic concurrency (kube.ledger.ConfigMapLedger: read, decide, PUT with the read
   resourceVersion, 409 → re-read and decide again). Every replica's admissions pass through the same object,
   so two replicas can never both take the last unit of capacity.
 
@@ -45,36 +45,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-
-from qosgate.core.annotations import QUOTA_LABEL, SYSTEM_NAMESPACE
-from qosgate.core.errors import InvalidError
 from qosgate.core.qosresources import ClassAssignments
-from qosgate.core.quota import (
-    QUOTA_LABEL_VALUE,
-    Quota,
-    QuotaVerdict,
-    add_usage,
-    combined_usage,
-    evaluate,
-    quota_from_configmap,
-    quotas_in_force,
-)
+from qosgate.core.quota import Quota, QuotaVerdict, add_usage, combined_usage, evaluate
 from qosgate.core.records import PodRecord
-from qosgate.kube.store import ClassUsage, ObjectStore
+from qosgate.kube.store import ClassUsage
+from qosgate.webhook.quota.books import Book, QuotaReservation, local_books
+from qosgate.webhook.quota.lanes import GroupCommit, Ticket
+from qosgate.webhook.quota.source import QuotaProvider
 
 log = logging.getLogger("qosgate.webhook.quota")
 
-LEDGER_PREFIX = "qosgate-quota-"
 DEFAULT_TTL = 30.0
 DEFAULT_OBSERVED_GRACE = 5.0
 # Below the webhook's timeoutSeconds (3 in manifests/): a request that waited longer in its namespace's lane
 # gets a clear retryable 503 instead of the apiserver's timeout error.
 DEFAULT_WAIT_TIMEOUT = 2.5
-# A batch is one ConfigMap write; bound it so one write stays far from the 1 MiB object limit.
-MAX_BATCH = 256
 
 
 class PodSource(Protocol):
@@ -90,170 +77,15 @@ class PodSource(Protocol):
     def subscribe(self, fn: Callable[[PodRecord | None, PodRecord | None], None]) -> None: ...
 
 
-class Book(Protocol):
-    """Where reservations live: qosgate.kube.ledger.Ledger (cross-replica) or LocalBook (one replica)."""
-
-    def update(self, mutate: Callable[[dict[str, str]], Any]) -> Any: ...
-
-    def read(self) -> dict[str, str]: ...
-
-
-class LocalBook:
-    """In-process reservations with the Ledger's interface, for a single replica (no API round trips)."""
-
-    # No other replica reads this book, so nobody's watch can lag behind ours: an observed reservation can go.
-    shared = False
-
-    def __init__(self) -> None:
-        self._data: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def update(self, mutate: Callable[[dict[str, str]], Any]) -> Any:
-        with self._lock:
-            data = dict(self._data)
-            result = mutate(data)
-            self._data = data
-            return result
-
-    def read(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._data)
-
-
-class QuotaUnavailable(Exception):
-    """The engine cannot decide right now; the pod is refused with a retryable 503."""
-
-
-# --- quotas ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class QuotaLookup:
+@dataclass(slots=True)
+class _QuotaTicket(Ticket):
+    pod_uid: str = ""
+    pod_name: str = ""
+    assignments: ClassAssignments = field(default_factory=ClassAssignments)
+    memory_min: int = 0
+    dry_run: bool = False
     quotas: Sequence[Quota] = ()
-    errors: Sequence[str] = ()  # invalid quota ConfigMaps in force for the namespace
-
-
-class QuotaSource:
-    """Quota ConfigMaps from the informer's ObjectStore, parsed once per resourceVersion.
-
-    A namespace's own quota ConfigMaps replace the cluster default ones (those in `default_namespace`).
-    """
-
-    def __init__(self, configmaps: ObjectStore, default_namespace: str = SYSTEM_NAMESPACE):
-        self.configmaps = configmaps
-        self.default_namespace = default_namespace
-        self._parsed: dict[str, tuple[str, Quota | InvalidError]] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def synced(self) -> bool:
-        return self.configmaps.synced
-
-    def _parse(self, obj: Mapping[str, Any]) -> Quota | InvalidError:
-        metadata = obj.get("metadata") or {}
-        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
-        version = str(metadata.get("resourceVersion") or "")
-        with self._lock:
-            cached = self._parsed.get(key)
-        if cached is not None and cached[0] == version and version:
-            return cached[1]
-        try:
-            parsed: Quota | InvalidError = quota_from_configmap(obj)
-        except InvalidError as exc:
-            parsed = exc
-        with self._lock:
-            if len(self._parsed) > 10_000:  # deleted ConfigMaps leave entries behind; start over now and then
-                self._parsed.clear()
-            self._parsed[key] = (version, parsed)
-        return parsed
-
-    def _in(self, namespace: str) -> tuple[list[Quota], list[str]]:
-        quotas: list[Quota] = []
-        errors: list[str] = []
-        for obj in sorted(self.configmaps.in_namespace(namespace), key=lambda o: str(o["metadata"].get("name"))):
-            labels = obj["metadata"].get("labels") or {}
-            if labels.get(QUOTA_LABEL) != QUOTA_LABEL_VALUE:
-                continue
-            parsed = self._parse(obj)
-            if isinstance(parsed, InvalidError):
-                errors.extend(str(e) for e in parsed.errors)
-            else:
-                quotas.append(parsed)
-        return quotas, errors
-
-    def quotas_for(self, namespace: str) -> QuotaLookup:
-        own, errors = self._in(namespace)
-        if own or errors:
-            return QuotaLookup(tuple(own), tuple(errors))
-        default, errors = self._in(self.default_namespace)
-        return QuotaLookup(tuple(quotas_in_force(own, default)), tuple(errors))
-
-
-class StaticQuotas:
-    """Fixed quotas per namespace (tests, benchmarks, `--local` runs); `"*"` is the default."""
-
-    def __init__(self, quotas: Mapping[str, Sequence[Quota]]):
-        self._quotas = dict(quotas)
-        self.synced = True
-
-    def quotas_for(self, namespace: str) -> QuotaLookup:
-        return QuotaLookup(tuple(self._quotas.get(namespace, self._quotas.get("*", ()))))
-
-
-class QuotaProvider(Protocol):
-    @property
-    def synced(self) -> bool: ...
-
-    def quotas_for(self, namespace: str) -> QuotaLookup: ...
-
-
-# --- reservations ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    assignments: ClassAssignments
-    memory_min: int
-    expires: float  # wall clock: shared by replicas through the ledger
-    created: float
-    name: str = ""  # the pod's name, for people reading the ledger
-
-    def encode(self) -> str:
-        return orjson.dumps({"p": self.assignments.pod_level, "c": self.assignments.container_level,
-                             "m": self.memory_min, "e": round(self.expires, 3), "t": round(self.created, 3),
-                             "n": self.name}).decode()
-
-    @classmethod
-    def decode(cls, text: str) -> Reservation | None:
-        try:
-            raw = orjson.loads(text)
-            return cls(ClassAssignments(tuple((str(r), str(c)) for r, c in raw["p"]),
-                                        tuple((str(r), str(c)) for r, c in raw["c"])),
-                       int(raw["m"]), float(raw["e"]), float(raw.get("t", 0.0)), str(raw.get("n", "")))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
-
-
-@dataclass(slots=True)
-class _Ticket:
-    namespace: str
-    pod_uid: str
-    pod_name: str
-    assignments: ClassAssignments
-    memory_min: int
-    dry_run: bool
-    quotas: Sequence[Quota]
     verdict: QuotaVerdict | None = None
-    error: str | None = None
-    done: bool = False
-    leader: bool = False
-    abandoned: bool = False
-    wake: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(slots=True)
-class _Lane:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queue: list[_Ticket] = field(default_factory=list)
-    busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,13 +127,12 @@ class QuotaEngine:
         self.wait_timeout = wait_timeout
         self.clock = clock
         self.stats = EngineStats()
-        self._lanes: dict[str, _Lane] = {}
-        self._lanes_lock = threading.Lock()
+        self._commit = GroupCommit(self._decide_batch, wait_timeout)  # type: ignore[arg-type]
         # UIDs of pods with classes the cache saw deleted, until their reservations have surely expired: a pod
         # created and deleted within the TTL must not be counted again through its lingering reservation.
         self._gone: dict[str, float] = {}
         self._gone_lock = threading.Lock()
-        self._decoded: dict[str, Reservation | None] = {}
+        self._decoded: dict[str, QuotaReservation | None] = {}
         pods.subscribe(self._on_pod)
 
     # --- cache events --------------------------------------------------------------------------------
@@ -322,11 +153,11 @@ class QuotaEngine:
                     break
                 del self._gone[uid]
 
-    def _decode(self, text: str) -> Reservation | None:
+    def _decode(self, text: str) -> QuotaReservation | None:
         """Ledger entries never change once written: decode each text once, not on every decision."""
         found = self._decoded.get(text)
         if found is None:
-            found = Reservation.decode(text)
+            found = QuotaReservation.decode(text)
             if len(self._decoded) >= 16_384:
                 self._decoded.clear()
             self._decoded[text] = found
@@ -354,8 +185,9 @@ class QuotaEngine:
             return QuotaOutcome(True)  # no quota anywhere: unrestricted, nothing to reserve
         if not self.pods.synced:
             return self._unavailable(f"namespace {namespace}: the pod cache is still syncing")
-        ticket = _Ticket(namespace, pod_uid, pod_name, assignments, memory_min, dry_run, lookup.quotas)
-        self._run(ticket)
+        ticket = _QuotaTicket(namespace, pod_uid=pod_uid, pod_name=pod_name, assignments=assignments,
+                              memory_min=memory_min, dry_run=dry_run, quotas=lookup.quotas)
+        self._commit.run(ticket)
         if ticket.error is not None:
             return self._unavailable(ticket.error)
         verdict = ticket.verdict
@@ -371,56 +203,7 @@ class QuotaEngine:
         return QuotaOutcome(False, f"quota cannot be checked right now ({why}); retry the request",
                             503, "ServiceUnavailable")
 
-    def _lane(self, namespace: str) -> _Lane:
-        lane = self._lanes.get(namespace)
-        if lane is None:
-            with self._lanes_lock:
-                lane = self._lanes.setdefault(namespace, _Lane())
-        return lane
-
-    def _run(self, ticket: _Ticket) -> None:
-        """Group commit: lead a batch, or wait for a leader to decide this ticket (or hand over the lead).
-
-        Each ticket has its own event, so finishing a batch wakes exactly its requests and the next leader —
-        not every thread queued in the namespace.
-        """
-        lane = self._lane(ticket.namespace)
-        with lane.lock:
-            lane.queue.append(ticket)
-            if not lane.busy:
-                lane.busy = ticket.leader = True
-        if not ticket.leader and not ticket.wake.wait(self.wait_timeout):
-            with lane.lock:
-                if not ticket.done and not ticket.leader:
-                    # Still queued, or in a batch already being decided: either way its caller gives up now.
-                    # (A reservation made for it by that batch simply expires: the pod is refused.)
-                    ticket.abandoned = True
-                    if ticket in lane.queue:
-                        lane.queue.remove(ticket)
-                    ticket.error = f"namespace {ticket.namespace}: timed out waiting for earlier admissions"
-                    return
-        if ticket.done:
-            return
-        with lane.lock:
-            batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
-        successor: _Ticket | None = None
-        try:
-            self._decide_batch(ticket.namespace, batch)
-        finally:
-            with lane.lock:
-                for item in batch:
-                    item.done = True
-                if lane.queue:
-                    successor = lane.queue[0]
-                    successor.leader = True  # hand over: that thread takes the next batch
-                else:
-                    lane.busy = False
-            for item in batch:
-                item.wake.set()
-            if successor is not None:
-                successor.wake.set()
-
-    def _decide_batch(self, namespace: str, batch: list[_Ticket]) -> None:
+    def _decide_batch(self, namespace: str, batch: list[_QuotaTicket]) -> None:
         self.stats.batches += 1
         self.stats.batched_requests += len(batch)
         live = [t for t in batch if not t.abandoned]
@@ -440,14 +223,14 @@ class QuotaEngine:
         for ticket, verdict in zip(live, verdicts, strict=True):
             ticket.verdict = verdict
 
-    def _decide(self, namespace: str, batch: Sequence[_Ticket], data: dict[str, str],
+    def _decide(self, namespace: str, batch: Sequence[_QuotaTicket], data: dict[str, str],
                 shared: bool = True) -> list[QuotaVerdict]:
         """The pure heart, run under the book's read–modify–write (possibly several times on 409s)."""
         now = self.clock()
         self._prune_gone(now)
         # A retried call for a pod already holding a reservation is decided afresh, not counted twice.
         in_batch = {t.pod_uid for t in batch if not t.dry_run}
-        entries: dict[str, Reservation | None] = {uid: self._decode(text) for uid, text in data.items()}
+        entries: dict[str, QuotaReservation | None] = {uid: self._decode(text) for uid, text in data.items()}
         # Cache first, then reservations: a pod the cache shows is counted there, never twice.
         base = self.pods.namespace_usage(namespace)
         counted = [(r.assignments, r.memory_min) for uid, r in entries.items()
@@ -460,7 +243,7 @@ class QuotaEngine:
             verdicts.append(verdict)
             if verdict.admitted and not ticket.dry_run:
                 add_usage(usage, ticket.assignments, ticket.memory_min)
-                writes[ticket.pod_uid] = Reservation(ticket.assignments, ticket.memory_min, now + self.ttl, now,
+                writes[ticket.pod_uid] = QuotaReservation(ticket.assignments, ticket.memory_min, now + self.ttl, now,
                                                      ticket.pod_name).encode()
         if writes:
             # Prune only when writing anyway: a refusal must not cost a write.
@@ -490,44 +273,8 @@ class QuotaEngine:
             ("qosgate_quota_ready", "1 when the pod cache and quota ConfigMaps are synced.", {}, float(self.ready)),
         ]
 
-    def reservations(self, namespace: str) -> dict[str, Reservation]:
+    def reservations(self, namespace: str) -> dict[str, QuotaReservation]:
         """Live (unexpired) reservations of a namespace, as the book holds them."""
         now = self.clock()
-        found = {uid: Reservation.decode(text) for uid, text in self.books(namespace).read().items()}
+        found = {uid: QuotaReservation.decode(text) for uid, text in self.books(namespace).read().items()}
         return {uid: r for uid, r in found.items() if r is not None and r.expires > now}
-
-
-def local_books() -> Callable[[str], Book]:
-    """One in-process book per namespace: exact within one replica only."""
-    books: dict[str, LocalBook] = {}
-    lock = threading.Lock()
-
-    def book(namespace: str) -> Book:
-        with lock:
-            return books.setdefault(namespace, LocalBook())
-
-    return book
-
-
-def ledger_name(namespace: str) -> str:
-    return f"{LEDGER_PREFIX}{namespace}"
-
-
-def ledger_books(api_client: Any, ledger_namespace: str = SYSTEM_NAMESPACE, **ledger_options: Any
-                 ) -> Callable[[str], Book]:
-    """One Ledger ConfigMap per namespace in `ledger_namespace`, shared by every replica."""
-    from qosgate.kube.ledger import Ledger
-
-    ledgers: dict[str, Ledger] = {}
-    lock = threading.Lock()
-    labels = {"app.kubernetes.io/name": "qosgate", "app.kubernetes.io/component": "quota-ledger"}
-
-    def book(namespace: str) -> Book:
-        with lock:
-            found = ledgers.get(namespace)
-            if found is None:
-                found = ledgers[namespace] = Ledger(api_client, ledger_namespace, ledger_name(namespace),
-                                                    labels=labels, **ledger_options)
-            return found
-
-    return book
