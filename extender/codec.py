@@ -14,6 +14,9 @@ from typing import Any
 
 import orjson
 
+from qosgate.core.errors import bounded_message
+from qosgate.core.podshape import pod_shape_errors
+
 
 class WireError(ValueError):
     """The request body is not a valid extender message (answered with HTTP 400, never a 500)."""
@@ -66,12 +69,21 @@ def _item_name(item: object, index: int) -> str:
     raise WireError(f"ExtenderArgs.Nodes.items[{index}]: a node needs metadata.name")
 
 
+def _check_pod(pod: dict[str, Any]) -> None:
+    # kube-scheduler sends pods the apiserver validated; anything else is refused here, naming the field,
+    # so the decisions never meet a field of the wrong type.
+    problems = pod_shape_errors(pod, "ExtenderArgs.Pod")
+    if problems:
+        raise WireError(bounded_message([str(p) for p in problems]))
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
     """ExtenderArgs `{"Pod", "Nodes": NodeList|null, "NodeNames": [..]|null}` from the filter/prioritize body."""
     fields = _fold(_load_object(body, "ExtenderArgs"))
     pod = fields.get("pod")
     if not isinstance(pod, dict):
         raise WireError("ExtenderArgs.Pod: required, must be a Pod object")
+
     names = fields.get("nodenames")
     if names is not None:
         if not isinstance(names, list):
@@ -80,6 +92,7 @@ def decode_args(body: bytes) -> ExtenderArgs:
             "".join(names)  # TypeError unless every entry is a string; C speed for 5,000 names
         except TypeError:
             raise WireError("ExtenderArgs.NodeNames: must be a list of node names") from None
+        _check_pod(pod)
         return ExtenderArgs(pod=pod, node_names=names, node_list=None, node_items=None)
     node_list = fields.get("nodes")
     if node_list is None:
@@ -93,8 +106,9 @@ def decode_args(body: bytes) -> ExtenderArgs:
         items = []  # Go encodes an empty NodeList as {"metadata":{},"items":null}
     if not isinstance(items, list):
         raise WireError("ExtenderArgs.Nodes.items: must be a list of Node objects")
-    return ExtenderArgs(pod=pod, node_names=[_item_name(item, i) for i, item in enumerate(items)],
-                        node_list=node_list, node_items=items)
+    node_names = [_item_name(item, i) for i, item in enumerate(items)]
+    _check_pod(pod)
+    return ExtenderArgs(pod=pod, node_names=node_names, node_list=node_list, node_items=items)
 
 
 def decode_binding(body: bytes) -> BindingArgs:

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from qosgate.core.errors import MAX_MESSAGE
+
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -78,6 +80,9 @@ def _gvk(value: object, path: str) -> Mapping[str, str]:
         return {}
     if not isinstance(value, dict):
         raise BadReview(f"request.{path} must be an object")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise BadReview(f"request.{path}.{key} must be a string")
     return value
 
 
@@ -139,7 +144,10 @@ def clean_warning(text: str) -> str:
 def encode_response(uid: str, response: AdmissionResponse) -> bytes:
     body: dict[str, Any] = {"uid": uid, "allowed": response.allowed}
     if not response.allowed:
-        body["status"] = {"code": response.code, "reason": response.reason, "message": response.message}
+        message = response.message
+        if len(message) > 2 * MAX_MESSAGE:  # a safety net: every producer already bounds what it says
+            message = message[: 2 * MAX_MESSAGE - 1] + "…"
+        body["status"] = {"code": response.code, "reason": response.reason, "message": message}
     if response.patch:
         body["patchType"] = "JSONPatch"
         body["patch"] = base64.b64encode(orjson.dumps(list(response.patch))).decode()

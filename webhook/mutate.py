@@ -1,4 +1,10 @@
-"""The mutating admission decision: a pure function of the decoded request and the catalog."""
+"""The mutating admission decision: a pure function of the decoded request and the catalog.
+
+CREATE compiles the pod's class requests through the catalog in force. UPDATE never consults the catalog:
+the pod keeps exactly the owned annotations and labels it was admitted with (oldObject), so a catalog edit
+cannot change — or block — later updates of running pods (labels, finalizers, status), and a user who
+edits an owned annotation gets it put back.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ from typing import Any
 from qosgate.core import annotations as keys
 from qosgate.core.catalog import Catalog
 from qosgate.core.compile import compile_pod
-from qosgate.core.errors import InvalidError
+from qosgate.core.errors import InvalidError, ShapeError
+from qosgate.core.podshape import check_pod_shape
 from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
 from qosgate.webhook.patch import sync_owned_map
 
@@ -19,34 +26,58 @@ def _string_map(value: object) -> dict[str, str] | None:
     return value if isinstance(value, dict) else None
 
 
-def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
-    """Write exactly the owned annotations the catalog computes; strip any a user wrote; idempotent."""
-    metadata = pod.get("metadata")
-    if not isinstance(metadata, dict):
-        return AdmissionResponse.deny("metadata: must be an object", code=400, reason="BadRequest")
-    try:
-        compiled = compile_pod(pod, catalog)
-    except InvalidError as exc:
-        return AdmissionResponse.deny(f"qosgate: {exc}", code=403)
-
+def _sync(metadata: Mapping[str, Any], want_annotations: Mapping[str, str], want_labels: Mapping[str, str],
+          own_labels: bool) -> AdmissionResponse:
+    """Patch the pod to carry exactly `want_*` among the keys qosgate owns; warn about what a user set."""
     annotations = _string_map(metadata.get("annotations"))
     owned_present = {k for k in annotations or () if keys.is_owned_annotation(k)}
-    ops = sync_owned_map(annotations, compiled.annotations, owned_present, "/metadata/annotations")
+    ops = sync_owned_map(annotations, want_annotations, owned_present, "/metadata/annotations")
 
     labels = _string_map(metadata.get("labels"))
-    # The koordinator label is ours only for pods that asked for a class under that backend.
-    owned_labels = {k for k in labels or () if k in OWNED_LABELS} if compiled.labels else set()
-    ops += sync_owned_map(labels, compiled.labels, owned_labels, "/metadata/labels")
+    owned_labels = {k for k in labels or () if k in OWNED_LABELS} if own_labels else set()
+    ops += sync_owned_map(labels, want_labels, owned_labels, "/metadata/labels")
 
     warnings = []
-    tampered = sorted(k for k in owned_present
-                      if k not in compiled.annotations or annotations[k] != compiled.annotations[k])  # type: ignore[index]
+    tampered = sorted(k for k in owned_present if annotations is not None
+                      and (k not in want_annotations or annotations[k] != want_annotations[k]))
     if tampered:
-        warnings.append(f"qosgate replaced annotations only it may set: {', '.join(tampered)}")
+        shown = ", ".join(tampered[:10]) + (f" and {len(tampered) - 10} more" if len(tampered) > 10 else "")
+        warnings.append(f"qosgate replaced annotations only it may set: {shown}")
     return AdmissionResponse.allow(ops, warnings)
+
+
+def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
+    """CREATE: write exactly the owned annotations the catalog computes; strip any a user wrote; idempotent."""
+    try:
+        check_pod_shape(pod, complete=True)
+        compiled = compile_pod(pod, catalog)
+    except ShapeError as exc:
+        return AdmissionResponse.deny(f"qosgate: malformed pod: {exc}", code=400, reason="BadRequest")
+    except InvalidError as exc:
+        return AdmissionResponse.deny(f"qosgate: {exc}", code=403)
+    # The koordinator label is ours only for pods that asked for a class under that backend.
+    return _sync(pod["metadata"], compiled.annotations, compiled.labels, bool(compiled.labels))
+
+
+def keep_admitted(pod: Mapping[str, Any], old_pod: Mapping[str, Any]) -> AdmissionResponse:
+    """UPDATE: the owned annotations and labels stay what the pod was admitted with (oldObject)."""
+    metadata, old_metadata = pod.get("metadata"), old_pod.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(old_metadata, dict):
+        return AdmissionResponse.deny("qosgate: malformed pod: metadata must be an object", code=400,
+                                      reason="BadRequest")
+    old_annotations = _string_map(old_metadata.get("annotations")) or {}
+    old_labels = _string_map(old_metadata.get("labels")) or {}
+    want_annotations = {k: v for k, v in old_annotations.items() if keys.is_owned_annotation(k)}
+    want_labels = {k: v for k, v in old_labels.items() if k in OWNED_LABELS}
+    # Labels are owned only where the pod was admitted carrying ours (koordinator users label other pods).
+    return _sync(metadata, want_annotations, want_labels, bool(want_labels))
 
 
 def mutate(request: AdmissionRequest, catalog: Catalog) -> AdmissionResponse:
     if request.kind_name != "Pod" or request.sub_resource or request.object is None:
         return AdmissionResponse.allow()
+    if request.operation == "UPDATE":
+        if request.old_object is None:
+            return AdmissionResponse.allow()
+        return keep_admitted(request.object, request.old_object)
     return mutate_pod(request.object, catalog)

@@ -34,9 +34,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from qosgate.core.catalog import CatalogHolder
+from qosgate.core.errors import bounded_message
+from qosgate.core.podshape import pod_shape_errors
 from qosgate.core.qosresources import class_assignments
 from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
-from qosgate.webhook.checks import PASS, Finding
+from qosgate.webhook.checks import PASS, Finding, malformed
 from qosgate.webhook.checks.admins import check_writer
 from qosgate.webhook.checks.classes import check_classes
 from qosgate.webhook.checks.configmaps import check_configmap_content
@@ -105,6 +107,10 @@ class Validator:
     def _pod(self, request: AdmissionRequest) -> AdmissionResponse:
         pod: Mapping[str, Any] | None = request.object
         if request.operation == "UPDATE" and pod is not None:
+            shape = [str(e) for which, obj in (("object", pod), ("oldObject", request.old_object))
+                     if obj is not None for e in pod_shape_errors(obj, which, complete=True)]
+            if shape:
+                return self._respond(malformed("malformed pod: " + bounded_message(shape)))
             return self._respond(check_immutable(pod, request.old_object))
         if request.operation != "CREATE" or pod is None:
             return AdmissionResponse.allow()
@@ -128,7 +134,9 @@ class Validator:
     @staticmethod
     def _respond(finding: Finding) -> AdmissionResponse:
         if finding.denied:
-            response = AdmissionResponse.deny(MESSAGE_PREFIX + "; ".join(finding.denials))
+            message = MESSAGE_PREFIX + bounded_message(finding.denials)
+            response = (AdmissionResponse.deny(message, 400, "BadRequest") if finding.bad_request
+                        else AdmissionResponse.deny(message))
             response.warnings = list(finding.warnings)
             return response
         return AdmissionResponse.allow(warnings=list(finding.warnings))

@@ -220,13 +220,17 @@ def _reloader(config: ServeConfig, client_ca: Path | None) -> CertReloader:
         raise QosgateError(f"--cert-dir {config.cert_dir}: {exc}") from None
 
 
-def build_server(config: ServeConfig, lifecycle: Lifecycle) -> Server:
-    """Every listener of the process: one HTTPS port per component plus the plain health port."""
-    api = None
-    if not config.local:
-        from qosgate.kube.config import load_api_client
+def api_client(config: ServeConfig) -> Any | None:
+    """The API server to work against (None with --local); a missing configuration fails before anything starts."""
+    if config.local:
+        return None
+    from qosgate.kube.config import load_api_client
 
-        api = load_api_client(config.kubeconfig)
+    return load_api_client(config.kubeconfig)
+
+
+def build_server(config: ServeConfig, lifecycle: Lifecycle, api: Any | None) -> Server:
+    """Every listener of the process: one HTTPS port per component plus the plain health port."""
     listeners: list[Listener] = []
     if "webhook" in config.components:
         from qosgate.webhook.wiring import build_webhook
@@ -263,10 +267,11 @@ def build_server(config: ServeConfig, lifecycle: Lifecycle) -> Server:
 def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     config = config_from_args(args)
+    api = api_client(config)
     ensure_certs(config)
     lifecycle = Lifecycle()
     try:
-        server = build_server(config, lifecycle)
+        server = build_server(config, lifecycle, api)
     except BaseException:
         lifecycle.stop()
         raise

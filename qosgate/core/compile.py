@@ -26,6 +26,7 @@ from qosgate.core.memory import (
     is_sidecar,
     pod_total,
 )
+from qosgate.core.podshape import check_pod_shape
 from qosgate.core.qosresources import QosRequests, extract_requests
 
 
@@ -125,6 +126,7 @@ def compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
     Memoised per catalog on what the computation reads: admission sees the same few pod shapes (the replicas
     of each workload) over and over. The result is shared: callers must not mutate it.
     """
+    check_pod_shape(pod)  # every call: the memo key covers what compile reads, not every field it checks
     key = _compile_key(pod)
     if key is not None:
         with _cache_lock:

@@ -113,7 +113,10 @@ def _native_classes(spec: Mapping[str, Any]) -> bool:
     if spec.get("qosResources"):
         return True
     for kind in ("initContainers", "containers"):
-        for container in spec.get(kind) or ():
+        containers = spec.get(kind)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
             resources = container.get("resources") if isinstance(container, dict) else None
             if isinstance(resources, dict) and resources.get("qosResources"):
                 return True
@@ -135,7 +138,7 @@ def _carrier_key(annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> tup
     if len(carrier) == 1 and carrier[0][0] == CARRIER_POD:
         return carrier
     return (carrier, *[c.get("name") for kind in ("initContainers", "containers")
-                       for c in spec.get(kind) or () if isinstance(c, dict)])
+                       for c in _list(spec.get(kind)) if isinstance(c, dict)])
 
 
 def _pod_classes(obj: Mapping[str, Any], annotations: Mapping[str, Any], spec: Mapping[str, Any]) -> _Classes:
@@ -172,7 +175,7 @@ def _kubelet_memory_min(spec: Mapping[str, Any]) -> int:
     """pod_requests_memory, memoised on the memory fields: replicas of one workload share their figure."""
     key: list[object] = []
     for kind in ("initContainers", "containers"):
-        for c in spec.get(kind) or ():
+        for c in _list(spec.get(kind)):
             resources = _dict(c.get("resources")) if isinstance(c, dict) else {}
             key.append((kind, _dict(resources.get("requests")).get("memory"),
                         _dict(resources.get("limits")).get("memory"), c.get("restartPolicy")))
@@ -195,6 +198,10 @@ def _memory_min_annotation(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and len(value) < 19 and value.isascii():
         return int(value)
     return parse_quantity(value, f"metadata.annotations[{MEMORY_MIN}]")
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _dict(value: object) -> Mapping[str, Any]:

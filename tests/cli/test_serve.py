@@ -131,3 +131,60 @@ def test_cluster_mode_mutates_and_enforces_quota_through_the_apiserver(serve, fa
     assert samples[("qosgate_node_protectable_bytes", (("node", "node-1"),))] == 4 * 2**30
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 0
+
+
+def _run(tmp_path: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    environment = {**os.environ, "KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), **(env or {})}
+    environment.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run([sys.executable, "-m", "qosgate.cli.main", "serve", *argv, "--cert-dir",
+                           str(tmp_path / "certs")], capture_output=True, text=True, timeout=60, check=False,
+                          env=environment)
+
+
+def test_no_cluster_configuration_is_one_line_naming_what_was_tried(tmp_path: Path) -> None:
+    """Issue 10 finding 7: `qosgate serve webhook` without --local and without a cluster printed a traceback."""
+    result = _run(tmp_path, "webhook")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "no Kubernetes API configuration found" in lines[0] and "--local" not in result.stdout
+
+
+def test_missing_kubeconfig_file_is_one_line(tmp_path: Path) -> None:
+    result = _run(tmp_path, "extender", "--kubeconfig", str(tmp_path / "absent"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["webhook", "--extender-port", "9000"], "--extender-port applies to"),
+    (["extender", "--port", "9000", "--extender-port", "9001"], "give one"),
+    (["all", "--port", "9000", "--extender-port", "9000"], "cannot share port"),
+    (["all", "--port", "70000"], "not a port number"),
+])
+def test_contradictory_port_flags_are_rejected(tmp_path: Path, argv: list[str], message: str) -> None:
+    result = _run(tmp_path, *argv, "--local")
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_extender_port_is_where_it_listens(serve) -> None:
+    """Issue 10 finding 7: `serve extender --port N` used to listen on 8444 whatever N was."""
+    from tests.support.processes import free_port
+
+    port = free_port()
+    served = serve("--local", "--port", str(port), component="extender")
+    with https_client(served.cert_dir, port, EXTENDER_HOSTNAME, timeout=10, client_cert=True) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+def test_extender_verbs_refuse_callers_without_a_client_certificate(serve) -> None:
+    """Issue 10 finding 2: anyone reaching the port could bind any pending pod to any node."""
+    served = serve("--local")
+    binding = {"PodName": "victim", "PodNamespace": "team-b", "PodUID": "", "Node": "no-such-node"}
+    with https_client(served.cert_dir, served.ports["extender"], EXTENDER_HOSTNAME, timeout=10) as anonymous:
+        for verb in ("bind", "filter", "prioritize"):
+            response = anonymous.post(f"/{verb}", json=binding)
+            assert response.status_code == 401 and "client certificate" in response.json()["Error"]
+        assert anonymous.get("/healthz").status_code == 200

@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from qosgate.core.catalog import CatalogHolder
+from qosgate.core.catalog import CatalogHolder, load_catalog_yaml
 from qosgate.kube.informer import ClusterCache
 from qosgate.serving.http import Request, Response, Route, Router
 from qosgate.serving.server import Listener
@@ -116,13 +116,17 @@ class Cluster:
     ports: dict[str, int]
     ca_pem: bytes
     clock_offset: list[float] = field(default_factory=lambda: [0.0])
+    catalog: CatalogHolder = field(default_factory=CatalogHolder)
 
     def register_mutating(self, url: str | None = None, failure_policy: str = "Ignore") -> None:
         self.api.add_admission_webhook(
             MUTATE, "mutating", url or f"https://127.0.0.1:{self.ports['lb']}/mutate", self.ca_pem,
-            server_hostname=WEBHOOK_HOSTNAME, failure_policy=failure_policy, timeout_seconds=5,
+            # 10 s like the validating webhook below: 200 creates at once on a loaded 2-core CI machine queue up.
+            server_hostname=WEBHOOK_HOSTNAME, failure_policy=failure_policy, timeout_seconds=10,
             side_effects="None", reinvocation_policy="IfNeeded",
-            rules=[{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}])
+            # As manifests/base/mutatingwebhookconfiguration.yaml: UPDATEs too (they keep the admitted annotations).
+            rules=[{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                    "operations": ["CREATE", "UPDATE"]}])
 
 
 def _client(api: FakeAPIServer, tmp: Path, token: str) -> client.ApiClient:
@@ -168,7 +172,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
             balancer.ports = ports[:REPLICAS]
             ca_pem = (cert_dir / "ca.crt").read_bytes()
             env = Cluster(api, replicas, balancer, client.CoreV1Api(tenant_api), client.CoreV1Api(admin_api),
-                          {"lb": ports[REPLICAS], "deny": ports[REPLICAS + 1]}, ca_pem, clock_offset)
+                          {"lb": ports[REPLICAS], "deny": ports[REPLICAS + 1]}, ca_pem, clock_offset, holder)
             env.register_mutating()
             api.add_admission_webhook(
                 VALIDATE, "validating", f"https://127.0.0.1:{env.ports['lb']}/validate", ca_pem,
@@ -181,7 +185,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
             api.add_admission_webhook(
                 "zz-after-quota.example.com", "validating", f"https://127.0.0.1:{env.ports['deny']}/", ca_pem,
                 server_hostname=WEBHOOK_HOSTNAME, failure_policy="Fail", timeout_seconds=10,
-                rules=[{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}])
+                # As manifests/base/mutatingwebhookconfiguration.yaml: UPDATEs too (they keep the admitted annotations).
+            rules=[{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                    "operations": ["CREATE", "UPDATE"]}])
             for replica in replicas:
                 assert replica.cache.wait_for_sync(30)
             for namespace, capacity in (("team-a", 10), ("team-b", 2), ("team-c", 5)):
@@ -326,11 +332,37 @@ def test_update_changing_a_class_is_denied(cluster: Cluster) -> None:
                                             {"metadata": {"annotations": {CARRIER: "memory-qos=bronze"}}})
     assert info.value.status == 403
     assert "QoS classes of a pod are immutable" in orjson.loads(info.value.body)["message"]
-    with pytest.raises(ApiException):
-        cluster.tenant.patch_namespaced_pod(
-            name, "team-c", {"metadata": {"annotations": {"memory.min.memory-qos.nri.io/app": "1"}}})
+    # A backend annotation set on UPDATE is put back to what the pod was admitted with (the mutating webhook),
+    # so the node never sees it; without the mutating webhook the validating one refuses it (test above).
+    admitted = cluster.admin.read_namespaced_pod(name, "team-c").metadata.annotations
+    cluster.tenant.patch_namespaced_pod(
+        name, "team-c", {"metadata": {"annotations": {"memory.min.memory-qos.nri.io/app": "1"}}})
+    assert cluster.admin.read_namespaced_pod(name, "team-c").metadata.annotations == admitted
     # Unrelated edits still go through.
     cluster.tenant.patch_namespaced_pod(name, "team-c", {"metadata": {"labels": {"tier": "web"}}})
+
+
+def test_catalog_edit_under_running_class_pods_blocks_no_update(cluster: Cluster) -> None:
+    """Issue 10 finding 4: after a catalog edit, label changes and finalizer removal of existing class pods
+    (gold, whose class changed, and bronze, which no longer exists) must still pass."""
+    gold = create(cluster.tenant, "team-c", gold_pod(klass="gold"))
+    bronze = create(cluster.tenant, "team-c", gold_pod(klass="bronze"))
+    assert gold is not None and bronze is not None
+    before = {name: cluster.admin.read_namespaced_pod(name, "team-c").metadata.annotations for name in (gold, bronze)}
+    previous = cluster.catalog.current
+    cluster.catalog.replace(load_catalog_yaml(
+        "resources:\n- name: memory-qos\n  classes:\n  - {name: gold, memoryMinPercent: 80}\n", "edited"),
+        "edited in test")
+    try:
+        for name in (gold, bronze):
+            cluster.tenant.patch_namespaced_pod(name, "team-c", {"metadata": {"labels": {"edited": "yes"},
+                                                                              "finalizers": ["example.com/hold"]}})
+            cluster.admin.patch_namespaced_pod(name, "team-c", {"metadata": {"finalizers": None}})
+            pod = cluster.admin.read_namespaced_pod(name, "team-c")
+            assert pod.metadata.labels["edited"] == "yes" and not pod.metadata.finalizers
+            assert pod.metadata.annotations == before[name]  # what the node applied stays what it was
+    finally:
+        cluster.catalog.replace(previous, "restored")
 
 
 def test_tenant_cannot_touch_quota_configmaps(cluster: Cluster) -> None:

@@ -233,13 +233,34 @@ def test_create_through_the_codec_returns_a_patch_the_apiserver_can_apply() -> N
     assert annotations_of(result)[MEMORY_MIN] == str(GI)
 
 
-def test_update_is_mutated_like_create() -> None:
-    tampered = pod({CARRIER_POD: "memory-qos=silver", MEMORY_MIN: "1"})
-    create = mutate(decode_review(review_body(tampered, "CREATE")), DEFAULT_CATALOG)
-    update = mutate(decode_review(review_body(tampered, "UPDATE", name="web-1")), DEFAULT_CATALOG)
-    assert list(update.patch) == list(create.patch)
-    assert update.warnings == create.warnings
-    assert update.patch
+def update_body(new: dict[str, Any], old: dict[str, Any]) -> bytes:
+    review = orjson.loads(review_body(new, "UPDATE", name="web-1"))
+    review["request"]["oldObject"] = old
+    return orjson.dumps(review)
+
+
+def test_update_keeps_what_the_pod_was_admitted_with_and_reverts_tampering() -> None:
+    admitted, _ = mutated(pod({CARRIER_POD: "memory-qos=silver"}))
+    tampered = copy.deepcopy(admitted)
+    tampered["metadata"]["annotations"][MEMORY_MIN] = "1"
+    response = mutate(decode_review(update_body(tampered, admitted)), DEFAULT_CATALOG)
+    assert response.allowed and response.warnings
+    patched = jsonpatch.apply_patch(tampered, list(response.patch))
+    assert annotations_of(patched) == annotations_of(admitted)
+
+
+def test_update_does_not_consult_the_catalog_after_an_edit() -> None:
+    """Issue 10 finding 4: after gold changed 100 % → 80 % and silver was removed, UPDATEs of running pods were
+    recomputed from the new catalog (and then refused). The pod keeps what it was admitted with."""
+    edited = load_catalog_yaml("resources:\n- name: memory-qos\n  classes:\n  - {name: gold, memoryMinPercent: 80}\n",
+                               "edited")
+    for klass in ("gold", "silver"):
+        admitted, _ = mutated(pod({CARRIER_POD: f"memory-qos={klass}"}))
+        relabelled = copy.deepcopy(admitted)
+        relabelled["metadata"].setdefault("labels", {})["team"] = "b"
+        relabelled["metadata"]["finalizers"] = []
+        response = mutate(decode_review(update_body(relabelled, admitted)), edited)
+        assert response.allowed and list(response.patch) == [] and not response.warnings
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "ConfigMap", "Pods"])
@@ -303,7 +324,7 @@ def test_metadata_that_is_not_an_object_is_a_bad_request() -> None:
     broken["metadata"] = "web"
     response = mutate_pod(broken, DEFAULT_CATALOG)
     assert (response.allowed, response.code, response.reason) == (False, 400, "BadRequest")
-    assert response.message == "metadata: must be an object"
+    assert "metadata: must be an object" in response.message
 
 
 def test_annotations_that_are_not_a_map_are_denied_naming_the_field() -> None:

@@ -15,13 +15,16 @@ class Finding:
 
     denials: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The request itself is malformed (fields of the wrong type): answered as a 400, not a 403.
+    bad_request: bool = False
 
     @property
     def denied(self) -> bool:
         return bool(self.denials)
 
     def __add__(self, other: Finding) -> Finding:
-        return Finding(self.denials + other.denials, self.warnings + other.warnings)
+        return Finding(self.denials + other.denials, self.warnings + other.warnings,
+                       self.bad_request or other.bad_request)
 
 
 PASS = Finding()
@@ -29,6 +32,10 @@ PASS = Finding()
 
 def deny(*messages: str) -> Finding:
     return Finding(denials=tuple(messages))
+
+
+def malformed(*messages: str) -> Finding:
+    return Finding(denials=tuple(messages), bad_request=True)
 
 
 def warn(*messages: str) -> Finding:

@@ -11,9 +11,10 @@ from typing import Any
 
 from qosgate.core.catalog import Catalog
 from qosgate.core.compile import CompiledPod, compile_pod
-from qosgate.core.errors import InvalidError
+from qosgate.core.errors import MAX_REPORTED, InvalidError, ShapeError
+from qosgate.core.podshape import check_pod_shape
 from qosgate.core.qosresources import extract_requests
-from qosgate.webhook.checks import PASS, Finding, deny
+from qosgate.webhook.checks import PASS, Finding, deny, malformed
 
 
 def check_classes(pod: Mapping[str, Any], catalog: Catalog) -> tuple[Finding, CompiledPod | None]:
@@ -23,9 +24,14 @@ def check_classes(pod: Mapping[str, Any], catalog: Catalog) -> tuple[Finding, Co
     qosgate has nothing to say about must never be refused for something unrelated to qosgate.
     """
     try:
+        check_pod_shape(pod, complete=True)
         if not extract_requests(pod):
             return PASS, None
         compiled = compile_pod(pod, catalog)
+    except ShapeError as exc:
+        return malformed(f"malformed pod: {exc}"), None
     except InvalidError as exc:
-        return deny(*(str(error) for error in exc.errors)), None
+        return deny(*(str(error) for error in exc.errors[:MAX_REPORTED]),
+                    *([f"and {len(exc.errors) - MAX_REPORTED} more problems"] if len(exc.errors) > MAX_REPORTED
+                      else [])), None
     return PASS, compiled

@@ -1,0 +1,96 @@
+"""Hostile ExtenderArgs and ExtenderBindingArgs: a wire answer or a 400 — never a 5xx or a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qosgate.extender.app import extender_routes
+from qosgate.extender.state import ExtenderSettings, ExtenderState
+from qosgate.kube.store import NodeStore, PodStore
+from qosgate.serving.http import Request, Response, Router
+from tests.extender.memapi import MemoryAPI
+from tests.extender.objects import make_node
+from tests.webhook.test_hostile_input import OTHER_TYPES, _has, paths
+
+
+def _router() -> Router:
+    pods, nodes = PodStore(), NodeStore()
+    pods.replace([], "1")
+    nodes.replace([make_node("a", protectable="10Gi"), make_node("b", protectable="4Gi")], "1")
+    state = ExtenderState(pods, nodes, ExtenderSettings())
+    return Router(extender_routes(state, MemoryAPI(pods), lambda: True))
+
+
+ROUTER = _router()
+
+
+def args(form: str) -> dict[str, Any]:
+    pod = {"metadata": {"name": "p", "namespace": "team-a", "uid": "u-1",
+                        "annotations": {"qosgate.io/memory-min": "1073741824",
+                                        "qos-resources.qosgate.io": "memory-qos=gold"}},
+           "spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}],
+                    "initContainers": [{"name": "i", "restartPolicy": "Always"}]}}
+    if form == "names":
+        return {"Pod": pod, "Nodes": None, "NodeNames": ["a", "b", "zz"]}
+    return {"Pod": pod, "NodeNames": None, "Nodes": {"metadata": {}, "items": [
+        {"metadata": {"name": "a", "annotations": {"qosgate.io/qos-classes": "memory-qos=gold:2"}},
+         "status": {"allocatable": {"memory": "8Gi"}}},
+        {"metadata": {"name": "n2"}, "status": {"allocatable": {"memory": "1Gi"}}}]}}
+
+
+@st.composite
+def hostile(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    verb = draw(st.sampled_from(["/filter", "/prioritize", "/bind"]))
+    doc = ({"PodName": "p", "PodNamespace": "team-a", "PodUID": "u-1", "Node": "a"} if verb == "/bind"
+           else args(draw(st.sampled_from(["names", "nodes"]))))
+    targets = [p for p in paths(doc) if p]
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(targets))
+        parent: Any = doc
+        for step in path[:-1]:
+            parent = parent[step] if isinstance(parent, (dict, list)) and _has(parent, step) else None
+        if not isinstance(parent, (dict, list)) or not _has(parent, path[-1]):
+            continue
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(OTHER_TYPES)
+    return verb, doc
+
+
+def call(path: str, body: bytes) -> Response:
+    return asyncio.run(ROUTER.call(Request("POST", path, body, {"content-type": "application/json"})))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=hostile())
+def test_flipped_types_anywhere_give_a_wire_answer_or_a_400(case: tuple[str, dict[str, Any]],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.clear()
+    verb, doc = case
+    response = call(verb, json.dumps(doc).encode())
+    assert response.status in (200, 400), response
+    decoded = orjson.loads(response.body)
+    if response.status == 400 or verb != "/prioritize":
+        assert isinstance(decoded, dict) and "Error" in decoded
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize("value", [5, "x", [5], {"a": 1}, True])
+def test_init_containers_of_the_wrong_type_are_refused_clearly(value: Any, caplog: pytest.LogCaptureFixture) -> None:
+    doc = args("names")
+    doc["Pod"]["spec"]["initContainers"] = value
+    response = call("/filter", orjson.dumps(doc))
+    decoded = orjson.loads(response.body)
+    assert "internal error" not in decoded["Error"]
+    assert response.status == 400 or decoded["NodeNames"] == [] or decoded["FailedAndUnresolvableNodes"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
