@@ -57,9 +57,9 @@ class KubeBinder:
         try:
             # _preload_content=False: the API answers a Status, which the generated client would try (and
             # fail) to deserialize as a Binding.
-            response = self._core.create_namespaced_pod_binding(
-                name, namespace, binding_body(namespace, name, uid, node),
-                _preload_content=False, _request_timeout=self._timeout)
+            body: Any = binding_body(namespace, name, uid, node)  # the client's models are not needed to POST
+            response: Any = self._core.create_namespaced_pod_binding(
+                name, namespace, body, _preload_content=False, _request_timeout=self._timeout)
             response.release_conn()
             return BindResult(BindOutcome.BOUND)
         except ApiException as exc:
@@ -74,9 +74,9 @@ class KubeBinder:
 
     def _settle_conflict(self, namespace: str, name: str, uid: str, node: str, message: str) -> BindResult:
         try:
-            response = self._core.read_namespaced_pod(name, namespace, _preload_content=False,
+            raw: Any = self._core.read_namespaced_pod(name, namespace, _preload_content=False,
                                                       _request_timeout=self._timeout)
-            pod = orjson.loads(response.data)
+            pod = orjson.loads(raw.data)
         except ApiException as exc:
             if exc.status == 404:
                 return BindResult(BindOutcome.REJECTED, f"pod {namespace}/{name} no longer exists")

@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from qosgate.serving.health import health_routes, probe_routes
 from qosgate.serving.http import Router
 from qosgate.serving.lifecycle import Lifecycle, run
 from qosgate.serving.logs import configure_logging
-from qosgate.serving.metrics import STATE
+from qosgate.serving.metrics import STATE, Sample
 from qosgate.serving.server import Limits, Listener, Server
 from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, CertificateLoadError, CertReloader
 from qosgate.webhook.wiring import WebhookConfig
+
+# argparse's sub-command registry (a private class in typeshed's spelling).
+Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("qosgate.cli.serve")
 
@@ -65,7 +69,7 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_serve_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
     serve = subparsers.add_parser("serve", help="run the admission webhook and/or the scheduler extender over HTTPS",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("component", choices=COMPONENTS)
@@ -229,6 +233,14 @@ def api_client(config: ServeConfig) -> Any | None:
     return load_api_client(config.kubeconfig)
 
 
+def certificate_samples(tls: CertReloader, listener: str) -> Callable[[], Iterable[Sample]]:
+    def provider() -> Iterable[Sample]:
+        yield ("qosgate_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate in use.",
+               {"listener": listener}, tls.not_after.timestamp())
+
+    return provider
+
+
 def build_server(config: ServeConfig, lifecycle: Lifecycle, api: Any | None) -> Server:
     """Every listener of the process: one HTTPS port per component plus the plain health port."""
     listeners: list[Listener] = []
@@ -249,9 +261,7 @@ def build_server(config: ServeConfig, lifecycle: Lifecycle, api: Any | None) -> 
         tls = listener.tls
         assert isinstance(tls, CertReloader)
         lifecycle.readiness.checks[f"{listener.name} certificate"] = tls.is_valid
-        STATE.register(f"certificate-{listener.name}", lambda tls=tls, name=listener.name: [(
-            "qosgate_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate in use.",
-            {"listener": name}, tls.not_after.timestamp())])
+        STATE.register(f"certificate-{listener.name}", certificate_samples(tls, listener.name))
     if config.health_port:
         listeners.append(Listener("health", Router(health_routes(lifecycle.readiness), "health"),
                                   config.health_port, config.host))

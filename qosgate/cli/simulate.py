@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any
 
 from qosgate.core.errors import InvalidError
 from qosgate.core.quantity import parse_quantity
@@ -15,6 +14,9 @@ from qosgate.simulate.client import ExtenderClient, ExtenderUnavailable
 from qosgate.simulate.driver import Simulator
 from qosgate.simulate.inprocess import in_process_extender
 from qosgate.simulate.model import MI, SIM_SCHEDULER, SimulationConfig
+
+# argparse's sub-command registry (a private class in typeshed's spelling).
+Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _quantity(text: str) -> int:
@@ -44,7 +46,7 @@ def _classes(text: str) -> tuple[ClassKey, ...]:
     return tuple(pairs)
 
 
-def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_simulate_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
     sim = subparsers.add_parser(
         "simulate", help="schedule synthetic pods through the extender the way kube-scheduler does",
         description="Creates pending pods in --namespace (schedulerName qosgate-simulator, so a real "

@@ -151,11 +151,12 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
             errors.append(FieldError(path, "must be an object with name and classes"))
             continue
         errors.extend(unknown_field_errors(raw_resource, _RESOURCE_KEYS, path))
-        name = raw_resource.get("name")
-        problem = qualified_name_problem(name)
-        if problem:
-            errors.append(FieldError(f"{path}.name", problem))
+        raw_name = raw_resource.get("name")
+        problem = qualified_name_problem(raw_name)
+        if problem or not isinstance(raw_name, str):
+            errors.append(FieldError(f"{path}.name", problem or "must be a string"))
             continue
+        name = raw_name
         if name.startswith(RESERVED_PREFIXES):
             errors.append(FieldError(f"{path}.name", f"{name!r}: the k8s.io/ and kubernetes.io/ prefixes are "
                                                      "reserved upstream"))
@@ -197,15 +198,6 @@ def load_catalog_yaml(text: str, source: str = "catalog") -> Catalog:
     except yaml.YAMLError as exc:
         raise InvalidError.single(source, f"not valid YAML: {exc}") from None
     return parse_catalog(raw, source)
-
-
-def load_catalog_file(path: str) -> Catalog:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise InvalidError.single(path, f"cannot read catalog: {exc.strerror}") from None
-    return load_catalog_yaml(text, path)
 
 
 def catalog_from_configmap(configmap: Mapping[str, Any]) -> Catalog:

@@ -46,24 +46,24 @@ class _Problems:
 
 
 def _string_map(problems: _Problems, value: object, path: str) -> None:
-    if not problems.expect(value, dict, path, "an object of string values"):
+    if not problems.expect(value, dict, path, "an object of string values") or not isinstance(value, dict):
         return
-    for key, item in value.items():  # type: ignore[union-attr]
+    for key, item in value.items():
         if not isinstance(item, str):
             problems.add(f"{path}[{key}]", f"must be a string, not {_type_name(item)}")
 
 
 def _quantities(problems: _Problems, value: object, path: str) -> None:
-    if not problems.expect(value, dict, path, "an object of quantities"):
+    if not problems.expect(value, dict, path, "an object of quantities") or not isinstance(value, dict):
         return
-    for key, item in value.items():  # type: ignore[union-attr]
+    for key, item in value.items():
         if not isinstance(item, (str, int, float)) or isinstance(item, bool):
             problems.add(f"{path}.{key}", f"must be a quantity (string or number), not {_type_name(item)}")
 
 
 def _qos_resources(problems: _Problems, value: object, path: str) -> None:
-    if problems.expect(value, list, path, "a list of {name, class}"):
-        for i, entry in enumerate(value):  # type: ignore[arg-type]
+    if problems.expect(value, list, path, "a list of {name, class}") and isinstance(value, list):
+        for i, entry in enumerate(value):
             problems.expect(entry, dict, f"{path}[{i}]", "an object with name and class", optional=False)
 
 

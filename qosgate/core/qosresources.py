@@ -122,7 +122,7 @@ def _parse_native(entries: object, path: str, errors: list[FieldError]) -> dict[
         if name in result:
             errors.append(FieldError(f"{here}.name", f"resource {name!r} appears more than once"))
             continue
-        result[name] = klass  # type: ignore[assignment]
+        result[str(name)] = str(klass)  # both checked to be names above
     return result
 
 

@@ -257,7 +257,7 @@ def decide(quota: Quota, usage: Mapping[ClassKey, UsageLike], request: ClassAssi
     # the pod uses the class at any level.
     for resource, klass in dict.fromkeys((*request.pod_level, *request.container_level)):
         caps = [limit.max_memory_min for level in ("pod", "container")
-                if (limit := quota.limits(level).get(resource, {}).get(klass)) is not None  # type: ignore[arg-type]
+                if (limit := quota.limits(level).get(resource, {}).get(klass)) is not None
                 and limit.max_memory_min is not None]
         if not caps:
             continue

@@ -30,14 +30,14 @@ def pod_templates(obj: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
                 for path, template in pod_templates(item):
                     yield f"items[{i}]{'.' + path if path else ''}", template
         return
-    path = TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
-    if path is None:
+    template_path = TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
+    if template_path is None:
         return
     node: Any = obj
-    for key in path:
+    for key in template_path:
         node = node.get(key) if isinstance(node, dict) else None
     if isinstance(node, dict):
-        yield ".".join(path), node
+        yield ".".join(template_path), node
 
 
 def describe(obj: Mapping[str, Any]) -> str:

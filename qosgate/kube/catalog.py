@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
-from qosgate.core.catalog import Catalog, CatalogHolder, catalog_from_configmap, load_catalog_file
+from qosgate.core.catalog import Catalog, CatalogHolder, catalog_from_configmap, load_catalog_yaml
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.kube.rest import ApiError, request_json
 
@@ -47,6 +47,16 @@ class CatalogSource:
             raise QosgateError("--catalog and --catalog-configmap exclude each other")
         namespace, name = catalog_ref(configmap)
         return cls(file or None, namespace, name)
+
+
+def load_catalog_file(path: str) -> Catalog:
+    """A catalog YAML file; InvalidError naming the file and every bad field."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise InvalidError.single(path, f"cannot read catalog: {exc.strerror}") from None
+    return load_catalog_yaml(text, path)
 
 
 def fetch_catalog(api: Any, namespace: str, name: str) -> Catalog | None:

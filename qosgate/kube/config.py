@@ -45,7 +45,7 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         _load_file(kubeconfig, context, configuration)
     elif context is None and _in_cluster():
         try:
-            kube_config.load_incluster_config(client_configuration=configuration)
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except ConfigException as exc:
             raise KubeConfigError(f"in-cluster configuration failed: {exc}") from exc
     else:
@@ -64,8 +64,8 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
 
 def _load_file(path: str, context: str | None, configuration: Configuration) -> None:
     try:
-        kube_config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
-                                     persist_config=False)
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration, persist_config=False)
     except ConfigException as exc:
         raise KubeConfigError(f"kubeconfig {path}: {exc}") from exc
     except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:

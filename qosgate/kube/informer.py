@@ -112,7 +112,7 @@ class Backoff:
         ceiling = min(self.maximum, self.initial * (2 ** self._attempt))
         self._attempt = min(self._attempt + 1, 32)
         # Half fixed, half random: never a near-zero delay that would hammer a struggling server.
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         self._attempt = 0
@@ -221,7 +221,7 @@ class Informer:
         if response is None:
             return
         try:
-            response.shutdown()  # type: ignore[attr-defined]
+            response.shutdown()
         except (ValueError, RuntimeError, OSError, AttributeError):
             # Already released or never had a socket: closing is the best we can do.
             with contextlib.suppress(*_STREAM_ERRORS):
@@ -353,7 +353,7 @@ class Informer:
             buffer = b""
             while not self._stop.is_set():
                 try:
-                    chunk = response.read1(65536)  # type: ignore[attr-defined]
+                    chunk = response.read1(65536)
                 except _STREAM_ERRORS as exc:
                     if self._stop.is_set():
                         return delivered

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 
 from qosgate.kube.rest import ApiError, KubeError, request_json
-from qosgate.serving.metrics import LEDGER_CONFLICTS
 
 T = TypeVar("T")
 
@@ -39,6 +38,7 @@ class ConfigMapLedger:
         backoff_max: float = 0.2,
         labels: dict[str, str] | None = None,
         request_timeout: float = 2.0,
+        on_conflict: Callable[[str], object] | None = None,
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -49,6 +49,7 @@ class ConfigMapLedger:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.labels = dict(labels or {})
+        self.on_conflict = on_conflict  # told the ledger's name on every 409 (metrics)
         # Bounded so a hung API server fails one decision quickly instead of holding a namespace's queue.
         self.request_timeout = request_timeout
         # The object our own last write returned. When this replica is the only writer (the apiserver keeps
@@ -122,7 +123,8 @@ class ConfigMapLedger:
                     raise
                 with self._counter_lock:
                     self.conflicts += 1
-                LEDGER_CONFLICTS.labels(self.name).inc()
+                if self.on_conflict is not None:
+                    self.on_conflict(self.name)
                 attempt += 1
                 if attempt < self.max_attempts:
                     ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))

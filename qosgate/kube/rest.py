@@ -61,7 +61,8 @@ def status_error(status: int, data: bytes, fallback_reason: str = "") -> ApiErro
     except orjson.JSONDecodeError:
         body = None
     if isinstance(body, dict) and body.get("kind") == "Status":
-        code = body.get("code") if isinstance(body.get("code"), int) else status
+        found = body.get("code")
+        code = found if isinstance(found, int) else status
         return ApiError(code, str(body.get("reason") or fallback_reason), str(body.get("message") or ""), body)
     text = data[:500].decode("utf-8", "replace").strip() if data else ""
     return ApiError(status, fallback_reason, text, body if isinstance(body, dict) else None)
@@ -103,7 +104,8 @@ def open_request(
         finally:
             response.release_conn()
         raise status_error(response.status, data, response.reason or "")
-    return response
+    opened: urllib3.BaseHTTPResponse = response
+    return opened
 
 
 def request_json(

@@ -101,16 +101,16 @@ class _Store(Generic[R]):
                     self._unindex(old)
                     changes.append((old, None))
                 for key, record in fresh.items():
-                    old = self._items.get(key)
-                    if old is None:
+                    previous = self._items.get(key)
+                    if previous is None:
                         self._items[key] = record
                         self._index(record)
                         changes.append((None, record))
-                    elif not self._equal(old, record):
-                        self._unindex(old)
+                    elif not self._equal(previous, record):
+                        self._unindex(previous)
                         self._items[key] = record
                         self._index(record)
-                        changes.append((old, record))
+                        changes.append((previous, record))
                     # Equal: keep the old object; the fresh copy is dropped, keeping memory flat across relists.
                 self._resource_version = resource_version
                 self._synced = True
@@ -343,9 +343,14 @@ class NodeStore(_Store[NodeRecord]):
             return list(self._items)
 
 
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = obj.get("metadata")
+    return found if isinstance(found, dict) else {}
+
+
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Keep what readers of a raw object need; managedFields alone can be larger than the data."""
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    metadata = _metadata(obj)
     kept = {k: metadata[k] for k in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
                                      "generation", "creationTimestamp", "deletionTimestamp") if k in metadata}
     slim = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
@@ -360,7 +365,7 @@ class ObjectStore(_Store[dict[str, Any]]):
         return _slim(obj)
 
     def _key_of_raw(self, obj: Mapping[str, Any]) -> str:
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        metadata = _metadata(obj)
         return f"{metadata.get('namespace') or ''}/{metadata.get('name') or ''}"
 
     def _key(self, record: dict[str, Any]) -> str:

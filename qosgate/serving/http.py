@@ -197,6 +197,7 @@ async def invoke(route: Route, request: Request, run_blocking: BlockingRunner | 
         if route.is_async:
             return await route.handler(request)  # type: ignore[no-any-return, misc]
         handler: SyncHandler = route.handler  # type: ignore[assignment]
+        result: Response | Blocking
         if route.offloaded(len(request.body)):
             result = await runner(lambda: finish(handler(request)))
         else:

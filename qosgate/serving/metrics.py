@@ -90,7 +90,8 @@ def cache_samples(component: str, stats: Callable[[], Mapping[str, Mapping[str, 
             yield ("qosgate_cache_synced", "1 once the informer's initial list completed.", labels,
                    float(bool(values.get("synced"))))
             for counter in ("events", "relists", "reconnects"):
+                count = values.get(counter, 0)
                 yield (f"qosgate_cache_{counter}", f"Informer {counter} since start.", labels,
-                       float(values.get(counter, 0) or 0))
+                       float(count) if isinstance(count, int | float) else 0.0)
 
     return provider

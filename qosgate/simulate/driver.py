@@ -297,19 +297,20 @@ class Simulator:
         except (ExtenderUnavailable, KeyError, TypeError, ValueError):
             by_host = {}  # prioritize errors are ignored by the scheduler
         if not by_host:
-            return self._rng.choice(passed)
+            return str(self._rng.choice(passed))
         best = max(by_host.values())
         # A node the extender did not score counts 0, like in the scheduler's sum.
         top = [name for name, value in by_host.items() if value == best]
         if best <= 0:
             top = [name for name in passed if by_host.get(name, 0) == best]
-        return self._rng.choice(top)
+        return str(self._rng.choice(top))
 
     def _rng_for_thread(self) -> random.Random:
         rng = getattr(self._bind_rng, "rng", None)
         if rng is None:
             rng = self._bind_rng.rng = random.Random(next(self._seeds))
-        return rng  # type: ignore[no-any-return]
+        chosen: random.Random = rng
+        return chosen
 
     def _bind(self, item: _Item, node: str) -> None:
         try:
@@ -376,13 +377,13 @@ class Simulator:
                 self.report.overcommitted[name] = (total, protectable(node, cfg.protectable_percent))
         by_key = {f"{p.namespace}/{p.name}": p for p in pods}
         for key in self.report.unschedulable:
-            pod = by_key.get(key)
-            if pod is None or pod.node_name or pod.problems:
+            waiting = by_key.get(key)
+            if waiting is None or waiting.node_name or waiting.problems:
                 continue
             for name, node in nodes.items():
                 if node.unschedulable or node.problems:
                     continue
-                fit = check_fit(pod.memory_min, pod.classes, node, used.get(name, 0), 0,
+                fit = check_fit(waiting.memory_min, waiting.classes, node, used.get(name, 0), 0,
                                 classes.get(name, Counter()), cfg.protectable_percent)
                 if fit.ok:
                     self.report.missed[key] = name

@@ -30,8 +30,8 @@ def in_process_extender(api: Any, protectable_percent: int = 90, accounting: str
 
     if accounting not in ACCOUNTING_MODES or strategy not in STRATEGIES:
         raise ValueError(f"unknown accounting {accounting!r} or strategy {strategy!r}")
-    settings = ExtenderSettings(protectable_percent=protectable_percent, accounting=accounting,  # type: ignore[arg-type]
-                                strategy=strategy)  # type: ignore[arg-type]
+    settings = ExtenderSettings(protectable_percent=protectable_percent, accounting=accounting,
+                                strategy=strategy)
     cache = ClusterCache(api, settings.accounting)
     cache.start()
     try:

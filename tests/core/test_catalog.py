@@ -13,11 +13,11 @@ from qosgate.core.catalog import (
     CatalogHolder,
     QosClass,
     catalog_from_configmap,
-    load_catalog_file,
     load_catalog_yaml,
     parse_catalog,
 )
 from qosgate.core.errors import InvalidError
+from qosgate.kube.catalog import load_catalog_file
 
 GOOD_YAML = """\
 backends: [koordinator]

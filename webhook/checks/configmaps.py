@@ -23,7 +23,8 @@ from qosgate.webhook.checks.settings import ValidatorSettings
 def _with_identity(request: AdmissionRequest) -> Mapping[str, Any]:
     """The object with namespace and name filled in, so messages cite it (CREATE may omit the namespace)."""
     obj = dict(request.object or {})
-    metadata = dict(obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {})
+    found = obj.get("metadata")
+    metadata = dict(found) if isinstance(found, dict) else {}
     metadata.setdefault("namespace", request.namespace)
     metadata.setdefault("name", configmap_name(request))
     obj["metadata"] = metadata

@@ -15,6 +15,7 @@ import orjson
 
 from qosgate.core.annotations import SYSTEM_NAMESPACE
 from qosgate.core.qosresources import ClassAssignments
+from qosgate.serving.metrics import LEDGER_CONFLICTS
 
 LEDGER_PREFIX = "qosgate-quota-"
 
@@ -103,8 +104,9 @@ def ledger_books(api_client: Any, ledger_namespace: str = SYSTEM_NAMESPACE, **le
         with lock:
             found = ledgers.get(namespace)
             if found is None:
-                found = ledgers[namespace] = ConfigMapLedger(api_client, ledger_namespace, ledger_name(namespace),
-                                                    labels=labels, **ledger_options)
+                found = ledgers[namespace] = ConfigMapLedger(
+                    api_client, ledger_namespace, ledger_name(namespace), labels=labels,
+                    on_conflict=lambda name: LEDGER_CONFLICTS.labels(name).inc(), **ledger_options)
             return found
 
     return book
