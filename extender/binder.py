@@ -1,6 +1,6 @@
 """POST the pods/binding subresource with the official client and classify the answer for the state.
 
-The extender is the binder (DESIGN §7): kube-scheduler hands us ExtenderBindingArgs and expects the pod
+The extender is the binder (architecture §7.1): kube-scheduler hands us ExtenderBindingArgs and expects the pod
 bound when we answer. The Binding carries the pod's UID in metadata, which kube-apiserver turns into a
 precondition, so a pod deleted and re-created under the same name is never bound by a stale decision.
 

@@ -2,7 +2,7 @@
 
 The Go types carry no JSON tags, so kube-scheduler sends capitalised field names and Go's decoder matches
 names case-insensitively; we accept any case on input and always answer with the exact Go field names
-(DESIGN §7). orjson on raw bytes, no pydantic: a filter with 5,000 node names is on the scheduling hot path.
+(architecture §7.1). orjson on raw bytes, no pydantic: a filter with 5,000 node names is on the scheduling hot path.
 Everything here is pure; `WireError` becomes an HTTP 400 in the app.
 """
 

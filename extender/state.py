@@ -1,7 +1,7 @@
 """The extender's decisions: filter, prioritize and bind over the watch caches plus an assume cache.
 
 Why an assume cache. kube-scheduler handles one pod at a time, *assumes* the chosen node and binds
-asynchronously; it never tells an extender about assumed pods (DESIGN §7). A filter-only extender therefore
+asynchronously; it never tells an extender about assumed pods (architecture §7.1). A filter-only extender therefore
 double-books: the next pod's filter runs before the previous binding reaches our watch. So qosgate is the
 binder: `bind` re-checks the fit and records a *reservation* under the same lock `filter` takes (the
 Intel GAS filter/bind-under-one-lock pattern), and every filter counts reservations as if they were bound.

@@ -1,4 +1,4 @@
-"""admission.k8s.io/v1 AdmissionReview codec (DESIGN §6): decode a request, encode a response.
+"""admission.k8s.io/v1 AdmissionReview codec (architecture §7.2): decode a request, encode a response.
 
 Kept apart from HTTP so the admission logic is a pure function of the decoded request.
 """

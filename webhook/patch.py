@@ -1,7 +1,7 @@
 """JSON Patch (RFC 6902) generation for metadata maps, with the apiserver's pitfalls handled.
 
 A patch that does not apply fails the user's request with a 500 even under failurePolicy Ignore, so the
-map is added whole only when absent and per key otherwise (DESIGN §6).
+map is added whole only when absent and per key otherwise (architecture §7.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Renderers from a compiled memory plan to what each node backend reads (DESIGN §5)."""
+"""Renderers from a compiled memory plan to what each node backend reads (architecture §2.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The class catalog (DESIGN §3): which QoS resources and classes exist and what each class means on a node.
+"""The class catalog (architecture §2.2): which QoS resources and classes exist and what each class means on a node.
 
 Loaded from YAML (a file, or the `catalog.yaml` key of the `qosgate-classes` ConfigMap). Validation reports
 every offending field at once; callers keep the last valid catalog in force when a new one is rejected.

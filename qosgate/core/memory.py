@@ -1,4 +1,4 @@
-"""The memory math, defined once (DESIGN §4): container memory.min / memory.high and the pod-level figure."""
+"""The memory math, defined once (architecture §2.3): container memory.min / memory.high and the pod-level figure."""
 
 from __future__ import annotations
 

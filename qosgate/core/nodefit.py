@@ -1,4 +1,4 @@
-"""Does a pod fit a node's protectable memory and QoS-class capacity? (DESIGN §8) — pure, no I/O.
+"""Does a pod fit a node's protectable memory and QoS-class capacity? (architecture §5.1) — pure, no I/O.
 
 A node fits a pod when the summed memory.min of the pods bound *or reserved* on it plus the pod's own
 memory.min stays within what the node can protect, and every QoS class the pod uses is offered by the node
@@ -39,7 +39,7 @@ class Fit:
     ok: bool
     reason: str = ""
     # True when the pod could never fit this node whatever is evicted: the scheduler then reports the node
-    # in FailedAndUnresolvableNodes and skips it for preemption (DESIGN §7).
+    # in FailedAndUnresolvableNodes and skips it for preemption (architecture §7.1).
     unresolvable: bool = False
 
 

@@ -1,7 +1,7 @@
 """Reading a pod's QoS-class requests (KEP-3008) from native fields and from the annotation carrier.
 
 Native: `spec.qosResources` and `spec.{initContainers,containers}[].resources.qosResources`, each a list of
-`{name, class}`. Carrier (what users can write today, DESIGN §2): `qos-resources.qosgate.io: "a=x,b=y"` for
+`{name, class}`. Carrier (what users can write today, architecture §2.1): `qos-resources.qosgate.io: "a=x,b=y"` for
 the pod level and `qos-resources.qosgate.io/<container>` for one container. A pod-level resource is the
 default for every container; a container-level entry overrides it.
 """

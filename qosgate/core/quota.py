@@ -1,4 +1,4 @@
-"""Namespace QoS-class quotas (DESIGN §9, KEP-3008 `QOSResourceQuota`): parsing and the admission decision.
+"""Namespace QoS-class quotas (architecture §4.1.3, KEP-3008 `QOSResourceQuota`): parsing and the admission decision.
 
 Pure: no I/O, no clock. The quota webhook feeds `evaluate` the cache's usage plus its reservations.
 

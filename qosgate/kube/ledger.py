@@ -1,4 +1,4 @@
-"""Optimistic-concurrency read–modify–write of one ConfigMap's `data` (DESIGN §9, the ResourceQuota pattern).
+"""Optimistic-concurrency read–modify–write of one ConfigMap's `data` (architecture §4.1.3, the ResourceQuota pattern).
 
 Webhook replicas serialise their quota decisions through this object: each update reads the ConfigMap,
 lets the caller decide on a copy of its data, and writes back with the resourceVersion it read. A 409

@@ -314,7 +314,7 @@ class PodStore(_Store[PodRecord]):
         return counts
 
     def namespace_usage(self, namespace: str) -> Mapping[ClassKey, ClassUsage]:
-        """Quota usage of active pods in the namespace, bound or not (DESIGN §9). A copy: safe to keep."""
+        """Quota usage of active pods in the namespace, bound or not (architecture §4.1.3). A copy: safe to keep."""
         with self._lock:
             usage = self._ns_usage.get(namespace, {})
             return {key: ClassUsage(*counts) for key, counts in usage.items()}

@@ -1,6 +1,6 @@
 """`qosgate simulate`: drive a qosgate extender over HTTPS the way kube-scheduler does, against an API server.
 
-What kube-scheduler does, and so what this does (DESIGN §7):
+What kube-scheduler does, and so what this does (architecture §7.1):
 - one pod at a time: POST /filter (the NodeNames form, nodeCacheCapable: true) → POST /prioritize on the
   nodes that passed → pick the best score (ties broken at random, like selectHost) → *assume* and move on;
 - the binding runs asynchronously (a pool of binds in flight) through POST /bind, so the next pods are

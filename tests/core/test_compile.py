@@ -22,7 +22,7 @@ from qosgate.core.errors import InvalidError
 
 MI = 2**20
 GI = 2**30
-# 1Gi + 0.9 × (2Gi − 1Gi), page aligned (DESIGN §4).
+# 1Gi + 0.9 × (2Gi − 1Gi), page aligned (architecture §2.3).
 SILVER_HIGH_1GI_2GI = 498073 * 4096
 
 KOORDINATOR = load_catalog_yaml("""\

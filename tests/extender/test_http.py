@@ -1,4 +1,4 @@
-"""The extender over real HTTPS with the exact kube-scheduler extender v1 JSON (DESIGN §7)."""
+"""The extender over real HTTPS with the exact kube-scheduler extender v1 JSON (architecture §7.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Dynamic admission: calling webhooks the way kube-apiserver does (admission.k8s.io/v1).
 
-Order per DESIGN §6: mutating webhooks serially (patch applied after each, optional single
+Order per architecture §7.2: mutating webhooks serially (patch applied after each, optional single
 reinvocation round), then — after the caller ran rest.BeforeCreate — validating webhooks in
 parallel. Error mapping follows upstream: a call failure (unreachable, timeout, bad response,
 uid/apiVersion mismatch) obeys failurePolicy; a denial is reported with the webhook's code

@@ -1,7 +1,7 @@
 """Decode-time schema handling: drop unknown fields and reject wrongly typed values.
 
 kube-apiserver decodes every request body into Go structs. Two consequences matter to qosgate
-(DESIGN §2): unknown fields such as ``spec.qosResources`` are silently *dropped* (with a
+(architecture §2.1): unknown fields such as ``spec.qosResources`` are silently *dropped* (with a
 ``Warning`` header under the default ``fieldValidation=Warn``, a 400 under ``Strict``), and a
 value of the wrong JSON type (an int annotation value) fails decoding. We reproduce both using the
 field tables the official Python client already ships (``openapi_types`` / ``attribute_map`` of

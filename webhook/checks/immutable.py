@@ -1,4 +1,4 @@
-"""A pod's QoS classes are immutable (DESIGN §5): on UPDATE nothing that states or renders them may change.
+"""A pod's QoS classes are immutable (architecture §2.4): on UPDATE nothing that states or renders them may change.
 
 Compared with oldObject, not recomputed from the catalog: a catalog edit must not make every later
 metadata update of a running pod (labels, finalizers, owner references) fail, and what the node applied at

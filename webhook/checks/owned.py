@@ -1,4 +1,4 @@
-"""Owned annotations and labels on a new pod must be exactly what the catalog computes (DESIGN §5).
+"""Owned annotations and labels on a new pod must be exactly what the catalog computes (architecture §2.4).
 
 Only the mutating webhook writes them. A pod arriving with a missing or different value either bypassed
 that webhook (failurePolicy Ignore while it was down, or a matchCondition it slipped past) or was edited by

@@ -26,7 +26,7 @@ class ValidatorSettings:
     admin_groups: frozenset[str] = DEFAULT_ADMIN_GROUPS
     catalog_namespace: str = SYSTEM_NAMESPACE
     catalog_name: str = CATALOG_CONFIGMAP
-    # The namespace whose quota ConfigMaps are the cluster default (DESIGN §9).
+    # The namespace whose quota ConfigMaps are the cluster default (architecture §4.1.3).
     system_namespace: str = SYSTEM_NAMESPACE
     # Controllers that delete whatever is left in a namespace being deleted, or whose owner is gone: refusing
     # them would leave a namespace stuck in Terminating. Only deletes: they never create or edit a quota.

@@ -1,8 +1,8 @@
-"""Stateful quota admission for pods (DESIGN §9): cache usage + reservations, exact across threads and replicas.
+"""Stateful quota admission for pods (architecture §4.1.3): cache usage + reservations, exact across threads and replicas.
 
 Usage of a namespace = its active pods in the informer cache (PodStore.namespace_usage) + reservations of
 pods admitted but not yet seen by the cache. A reservation is keyed by the pod UID (validating webhooks run
-after the apiserver assigned it, DESIGN §6) and stops counting as soon as the cache shows that UID — or
+after the apiserver assigned it, architecture §7.2) and stops counting as soon as the cache shows that UID — or
 showed it and then saw the pod deleted — or when it expires (a later admission step or the storage write
 failed, so the pod will never appear).
 
