@@ -36,9 +36,6 @@ from qosgate.serving.server import Limits, Listener, Server
 from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, CertificateLoadError, CertReloader
 from qosgate.webhook.wiring import WebhookConfig
 
-# argparse's sub-command registry (a private class in typeshed's spelling).
-Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
-
 log = logging.getLogger("qosgate.cli.serve")
 
 WEBHOOK_SERVICE = "qosgate-webhook"
@@ -69,7 +66,7 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def add_serve_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
+def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     serve = subparsers.add_parser("serve", help="run the admission webhook and/or the scheduler extender over HTTPS",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("component", choices=COMPONENTS)

@@ -15,9 +15,6 @@ from qosgate.simulate.driver import Simulator
 from qosgate.simulate.inprocess import in_process_extender
 from qosgate.simulate.model import MI, SIM_SCHEDULER, SimulationConfig
 
-# argparse's sub-command registry (a private class in typeshed's spelling).
-Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
-
 
 def _quantity(text: str) -> int:
     try:
@@ -46,7 +43,7 @@ def _classes(text: str) -> tuple[ClassKey, ...]:
     return tuple(pairs)
 
 
-def add_simulate_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
+def add_simulate_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     sim = subparsers.add_parser(
         "simulate", help="schedule synthetic pods through the extender the way kube-scheduler does",
         description="Creates pending pods in --namespace (schedulerName qosgate-simulator, so a real "
