@@ -36,8 +36,9 @@ from qosgate.extender.codec import (
     encode_filter_result,
     encode_priorities,
 )
+from qosgate.extender.forward import LeaderForwarder
 from qosgate.extender.state import Binder, ExtenderState
-from qosgate.serving.http import JSON, Blocking, Response, Route
+from qosgate.serving.http import JSON, Blocking, Request, Response, Route
 from qosgate.serving.metrics import EXTENDER_LATENCY, EXTENDER_RESULTS
 
 log = logging.getLogger("qosgate.extender")
@@ -95,25 +96,44 @@ def _refusal(status: int, message: str) -> Response:
     return Response(status, encode_binding_result(message), JSON)
 
 
+# How each verb says "not now" in its own wire shape when the leader cannot be reached.
+_REFUSALS: dict[str, Callable[[str], bytes]] = {
+    "filter": lambda message: encode_filter_error(None, message),
+    "prioritize": lambda _message: encode_priorities([]),  # prioritize errors are ignored: no scores
+    "bind": encode_binding_result,
+}
+
+
 def _routes(prefix: str, filter_: Callable[[bytes], bytes], prioritize: Callable[[bytes], bytes],
-            bind: Callable[[bytes], bytes], client_certificate_required: bool) -> list[Route]:
-    filter_handle = _verb(f"{prefix}filter", filter_)
-    prioritize_handle = _verb(f"{prefix}prioritize", prioritize)
-    bind_handle = _verb(f"{prefix}bind", bind)
+            bind: Callable[[bytes], bytes], client_certificate_required: bool,
+            forwarder: LeaderForwarder | None = None) -> list[Route]:
     common: dict[str, Any] = {"client_certificate_required": client_certificate_required, "refusal": _refusal}
-    return [
-        Route("POST", "/filter", lambda r: filter_handle(r.body), name="filter", max_body=MAX_ARGS_BYTES,
-              offload_above=OFFLOAD_ABOVE, **common),
-        Route("POST", "/prioritize", lambda r: prioritize_handle(r.body), name="prioritize",
-              max_body=MAX_ARGS_BYTES, offload_above=OFFLOAD_ABOVE, **common),
-        Route("POST", "/bind", lambda r: Blocking(lambda: bind_handle(r.body)), name="bind",
-              max_body=MAX_BINDING_BYTES, **common),
-    ]
+    routes = []
+    for verb, decide, max_body in (("filter", filter_, MAX_ARGS_BYTES), ("prioritize", prioritize, MAX_ARGS_BYTES),
+                                   ("bind", bind, MAX_BINDING_BYTES)):
+        local = _verb(f"{prefix}{verb}", decide)
+
+        def handle(request: Request, verb: str = verb, local: Callable[[bytes], Response] = local
+                   ) -> Response | Blocking:
+            if forwarder is not None and forwarder.leader_url():
+                # A follower: the leader decides; relaying waits on the network, so off the event loop.
+                body = request.body
+                return Blocking(lambda: forwarder.forward(verb, body, _REFUSALS[verb]))
+            if verb == "bind":
+                body = request.body
+                return Blocking(lambda: local(body))  # waits for the API's answer to the binding POST
+            return local(request.body)
+
+        routes.append(Route("POST", f"/{verb}", handle, name=verb, max_body=max_body,
+                            offload_above=None if verb == "bind" else OFFLOAD_ABOVE, **common))
+    return routes
 
 
 def extender_routes(state: ExtenderState, binder: Binder, is_ready: Callable[[], bool],
-                    client_certificate_required: bool = False) -> list[Route]:
-    """The extender for kube-scheduler: `is_ready` = caches synced AND this replica holds the Lease."""
+                    client_certificate_required: bool = False,
+                    forwarder: LeaderForwarder | None = None) -> list[Route]:
+    """The extender for kube-scheduler: `is_ready` = caches synced AND this replica holds the Lease (and caught
+    up since winning it). With a `forwarder`, a follower relays the verbs to the leader instead of refusing."""
 
     def filter_(body: bytes) -> bytes:
         args = decode_args(body)
@@ -158,7 +178,7 @@ def extender_routes(state: ExtenderState, binder: Binder, is_ready: Callable[[],
                                             "detail": error})
         return encode_binding_result(error)
 
-    return _routes("", filter_, prioritize, bind, client_certificate_required)
+    return _routes("", filter_, prioritize, bind, client_certificate_required, forwarder)
 
 
 def null_extender_routes(client_certificate_required: bool = False) -> list[Route]:

@@ -19,9 +19,11 @@ from qosgate.core.catalog import Catalog
 from qosgate.core.nodefit import Strategy, protectable
 from qosgate.extender.app import extender_routes
 from qosgate.extender.binder import KubeBinder
+from qosgate.extender.forward import LEADER_URL_ANNOTATION, LeaderForwarder
 from qosgate.extender.state import BindOutcome, BindResult, ExtenderSettings, ExtenderState
 from qosgate.kube.catalog import CatalogSource, open_catalog
 from qosgate.kube.store import NodeStore, PodStore
+from qosgate.serving.client import KeepAliveClient, client_context
 from qosgate.serving.http import Route
 from qosgate.serving.lifecycle import Lifecycle
 from qosgate.serving.metrics import STATE, Sample, cache_samples
@@ -34,6 +36,21 @@ class LeaderElection:
     namespace: str
     name: str
     identity: str
+    # Short enough that a crashed leader is replaced within seconds (a graceful one releases at once).
+    lease_duration: float = 5.0
+    renew_deadline: float = 3.5
+    retry_period: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAccess:
+    """How a follower reaches the leader: the URL the leader advertises, and the TLS to call it with."""
+
+    advertise_url: str  # this replica's own extender URL as peers reach it, e.g. https://10.0.3.7:8444
+    ca_file: str
+    server_name: str  # the name in the serving certificate (the Service's DNS name)
+    cert_file: str  # a client certificate the extenders' client CA accepts
+    key_file: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +61,8 @@ class ExtenderConfig:
     strategy: Strategy = "spread"
     reservation_ttl: float = 30.0
     leader_election: LeaderElection | None = None
+    # Followers forward the verbs to the leader instead of refusing them (architecture §4.2.1).
+    peers: PeerAccess | None = None
     # Refuse the verbs to callers without a TLS client certificate from the client CA (architecture §6.2).
     client_certificate_required: bool = False
 
@@ -117,16 +136,36 @@ def build_extender(config: ExtenderConfig, lifecycle: Lifecycle, api: Any | None
     STATE.register("extender", state_samples(state, cache.nodes, cache.pods))
     STATE.register("extender-cache", cache_samples("extender", cache.stats))
     election = config.leader_election
-    if election is not None:
-        # Reservations are not cleared on leadership changes: a stale one is conservative and confirms or
-        # expires on its own, while clearing could forget a bind of ours that is still landing.
-        pod_store = cache.pods
-        barrier = CatchUpBarrier(api, lambda: pod_store.resource_version)
-        elector = LeaderElector(api, election.namespace, election.name, election.identity,
-                                on_started_leading=barrier.on_started_leading,
-                                on_stopped_leading=barrier.on_stopped_leading)
-        elector.start()
-        lifecycle.on_stop(elector.stop)
+    if election is None:
+        return extender_routes(state, KubeBinder(api), lifecycle.readiness, config.client_certificate_required)
+    # Reservations are not cleared on leadership changes: a stale one is conservative and confirms or
+    # expires on its own, while clearing could forget a bind of ours that is still landing.
+    pod_store = cache.pods
+    barrier = CatchUpBarrier(api, lambda: pod_store.resource_version)
+    peers = config.peers
+    elector = LeaderElector(api, election.namespace, election.name, election.identity,
+                            lease_duration=election.lease_duration, renew_deadline=election.renew_deadline,
+                            retry_period=election.retry_period,
+                            on_started_leading=barrier.on_started_leading,
+                            on_stopped_leading=barrier.on_stopped_leading,
+                            annotations={LEADER_URL_ANNOTATION: peers.advertise_url} if peers else None)
+    elector.start()
+    lifecycle.on_stop(elector.stop)
+    STATE.register("extender-leader", lambda: [(
+        "qosgate_extender_leader", "1 on the replica holding the extender Lease (it decides; the others relay).",
+        {}, float(elector.is_leader))])
+
+    def decides() -> bool:
+        return cache.ready and elector.is_leader and barrier.open
+
+    forwarder = None
+    if peers is None:
+        # Without peers only the leader answers: readiness says so, and the Service routes to it alone.
         lifecycle.readiness.checks["extender lease held"] = lambda: elector.is_leader
         lifecycle.readiness.checks["extender caught up since winning the lease"] = lambda: barrier.open
-    return extender_routes(state, KubeBinder(api), lifecycle.readiness, config.client_certificate_required)
+    else:
+        context = client_context(peers.ca_file, peers.cert_file, peers.key_file)
+        forwarder = LeaderForwarder(elector, peers.advertise_url,
+                                    lambda url: KeepAliveClient(url, context, peers.server_name))
+        lifecycle.on_stop(forwarder.close)
+    return extender_routes(state, KubeBinder(api), decides, config.client_certificate_required, forwarder)

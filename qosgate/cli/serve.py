@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qosgate.certs.generate import CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.errors import QosgateError
 from qosgate.core.nodefit import STRATEGIES
-from qosgate.extender.wiring import ExtenderConfig, LeaderElection
+from qosgate.extender.wiring import ExtenderConfig, LeaderElection, PeerAccess
 from qosgate.kube.catalog import CatalogSource
 from qosgate.serving.health import health_routes, probe_routes
 from qosgate.serving.http import Router
@@ -99,6 +100,16 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     serve.add_argument("--leader-elect", action="store_true", help="extender: serve only while holding the Lease")
     serve.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     serve.add_argument("--lease-name", default="qosgate-extender")
+    serve.add_argument("--lease-duration", type=_positive, default=5.0,
+                       help="seconds a crashed leader's Lease blocks a successor (default 5; a graceful stop "
+                            "releases it at once)")
+    serve.add_argument("--extender-advertise-url", metavar="URL",
+                       help="this replica's extender URL as the other replicas reach it (default "
+                            "https://$POD_IP:<extender port> when POD_IP is set); with leader election, followers "
+                            "forward the verbs to the leader's URL and every replica with synced caches is ready")
+    serve.add_argument("--extender-peer-name", default=f"{EXTENDER_SERVICE}.{SYSTEM_NAMESPACE}.svc",
+                       help="name to verify in the leader's serving certificate when forwarding (default the "
+                            "Service's DNS name)")
     serve.add_argument("--extender-client-ca", metavar="FILE",
                        help="CA whose client certificates may call the extender's verbs (kube-scheduler's "
                             "tlsConfig.certFile); default: ca.crt of --cert-dir")
@@ -164,13 +175,24 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise QosgateError("--max-connections must be at least 1")
     authenticated = not args.extender_allow_unauthenticated
     election = None
+    ports = _ports(args)
+    peers = None
     if args.leader_elect:
+        duration = args.lease_duration
         election = LeaderElection(args.lease_namespace, args.lease_name,
-                                  os.environ.get("POD_NAME") or socket.gethostname())
+                                  os.environ.get("POD_NAME") or socket.gethostname(), lease_duration=duration,
+                                  renew_deadline=duration * 0.7, retry_period=min(1.0, duration / 5))
+        advertise = args.extender_advertise_url
+        if advertise is None and os.environ.get("POD_IP") and "extender" in ports:
+            host = os.environ["POD_IP"]
+            advertise = f"https://{f'[{host}]' if ':' in host else host}:{ports['extender']}"
+        if advertise:
+            peers = PeerAccess(advertise, str(cert_dir / CA_CERT_FILE), args.extender_peer_name,
+                               str(cert_dir / CLIENT_CERT_FILE), str(cert_dir / CLIENT_KEY_FILE))
     return ServeConfig(
         components=components,
         host=args.host or ("127.0.0.1" if args.local else "0.0.0.0"),
-        ports=_ports(args),
+        ports=ports,
         health_port=args.health_port,
         cert_dir=cert_dir,
         generate_certs=not args.no_generate_certs,
@@ -184,7 +206,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         webhook=WebhookConfig(catalog=catalog, admin_users=_names(args.admin_users),
                               admin_groups=_names(args.admin_groups), reservation_ttl=args.reservation_ttl),
         extender=ExtenderConfig(catalog=catalog, strategy=args.strategy, reservation_ttl=args.reservation_ttl,
-                                leader_election=election, client_certificate_required=authenticated),
+                                leader_election=election, peers=peers, client_certificate_required=authenticated),
     )
 
 

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +70,7 @@ class LeaderElector:
         on_stopped_leading: Callable[[], None] | None = None,
         *,
         release_on_stop: bool = True,
+        annotations: Mapping[str, str] | None = None,
     ):
         if not identity:
             raise ValueError("identity must be non-empty (use the pod name)")
@@ -88,6 +89,8 @@ class LeaderElector:
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.release_on_stop = release_on_stop
+        # Written on the Lease while this candidate holds it (e.g. where followers reach the leader).
+        self.annotations = dict(annotations or {})
 
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,6 +106,15 @@ class LeaderElector:
         self.last_error: str | None = None
 
     # --- public -----------------------------------------------------------------------------------
+    def holder_annotation(self, key: str) -> str:
+        """An annotation of the Lease as last read, while someone (us included) holds it; "" otherwise."""
+        lease = self._lease
+        if lease is None or not self.observed_holder:
+            return ""
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        value = annotations.get(key, "") if isinstance(annotations, dict) else ""
+        return value if isinstance(value, str) else ""
+
     @property
     def is_leader(self) -> bool:
         with self._state_lock:
@@ -177,6 +189,13 @@ class LeaderElector:
         spec["renewTime"] = stamp
         return spec
 
+    def _metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.annotations:
+            return dict(metadata)
+        annotations = metadata.get("annotations")
+        merged = {**(annotations if isinstance(annotations, dict) else {}), **self.annotations}
+        return {**metadata, "annotations": merged}
+
     def _observe(self, lease: dict[str, Any], at: float) -> None:
         spec = lease.get("spec") or {}
         metadata = lease.get("metadata") or {}
@@ -208,7 +227,7 @@ class LeaderElector:
             duration = float(duration) if isinstance(duration, int | float) and duration > 0 else self.lease_duration
             if attempt_started - self._observed_at < duration:
                 return False  # held, and not yet expired by our own clock
-        updated = {**lease, "spec": self._spec(now, spec)}
+        updated = {**lease, "metadata": self._metadata(lease.get("metadata") or {}), "spec": self._spec(now, spec)}
         try:
             written = request_json(self.api_client, "PUT", path, body=updated)
         except ApiError as exc:
@@ -222,7 +241,7 @@ class LeaderElector:
 
     def _create(self, now: datetime, attempt_started: float) -> bool:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
+                "metadata": self._metadata({"name": self.name, "namespace": self.namespace}),
                 "spec": self._spec(now, {})}
         try:
             written = request_json(self.api_client, "POST", lease_path(self.namespace), body=body)

@@ -31,6 +31,10 @@ EXTENDER_LATENCY = Histogram(
 EXTENDER_RESULTS = Counter(
     "qosgate_extender_requests", "Scheduler extender calls, by verb and outcome.", ["verb", "outcome"],
 )
+EXTENDER_FORWARDED = Counter(
+    "qosgate_extender_forwarded", "Verbs a follower replica relayed to the leader, by verb and outcome.",
+    ["verb", "outcome"],
+)
 HTTP_REQUESTS = Counter(
     "qosgate_http_requests", "HTTP requests answered, by listener, route and status code.",
     ["listener", "route", "code"],

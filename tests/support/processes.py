@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -41,8 +42,10 @@ class ServeLauncher:
         self.cert_dir = directory / "certs"
         self.started: list[ServedProcess] = []
 
-    def start(self, *extra: str, component: str = "all", ready_timeout: float = 60) -> ServedProcess:
-        ports = {"webhook": free_port(), "extender": free_port(), "health": free_port()}
+    def start(self, *extra: str, component: str = "all", ready_timeout: float = 60,
+              env: dict[str, str] | None = None, ports: dict[str, int] | None = None) -> ServedProcess:
+        """`ports` pins some of the ports (the rest are free ones); `env` adds to the environment."""
+        ports = {"webhook": free_port(), "extender": free_port(), "health": free_port(), **(ports or {})}
         log = self.directory / f"serve-{len(self.started)}.log"
         port_flags = {"webhook": ["--port", str(ports["webhook"])],
                       "extender": ["--port", str(ports["extender"])],
@@ -53,7 +56,8 @@ class ServeLauncher:
                    # never answered; bound that wait (kube-apiserver answers it).
                    "--graceful-timeout", "3", *extra]
         with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, **env} if env else None)
         served = ServedProcess(process, self.cert_dir, ports, log)
         self.started.append(served)
 
