@@ -18,6 +18,7 @@ COPY qosgate ./qosgate
 COPY webhook ./webhook
 COPY extender ./extender
 COPY certs ./certs
+COPY agent ./agent
 # Build the wheel, install it and its dependencies into a virtualenv, byte-compile everything now
 # (the root filesystem is read-only at run time), and drop the installers from the runtime.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

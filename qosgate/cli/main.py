@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qosgate.cli.manifests import dump_documents, load_documents
-from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, load_catalog_file
+from qosgate.core.catalog import DEFAULT_CATALOG, Catalog
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.core.explain import explain_object, format_report
 from qosgate.core.render import render_object
 from qosgate.core.workloads import describe
+from qosgate.kube.catalog import load_catalog_file
 
 
 def _catalog(path: str | None) -> Catalog:
@@ -55,6 +56,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from qosgate.certs.cli import add_certs_parser
+    from qosgate.cli.agent import add_agent_parser
     from qosgate.cli.serve import add_serve_parser
     from qosgate.cli.simulate import add_simulate_parser
 
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=run_explain)
 
     add_simulate_parser(commands)
+    add_agent_parser(commands)
     return parser
 
 

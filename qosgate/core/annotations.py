@@ -1,4 +1,4 @@
-"""Every annotation and label key qosgate reads or writes, defined once (DESIGN §2, §5, §8, §9)."""
+"""Every annotation and label key qosgate reads or writes, defined once (architecture §2.1, §2.4, §5.1, §4.1.3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import functools
 
 DOMAIN = "qosgate.io"
 
-# The carrier: how a pod asks for QoS classes on clusters that drop `qosResources` (DESIGN §2).
+# The carrier: how a pod asks for QoS classes on clusters that drop `qosResources` (architecture §2.1).
 CARRIER_POD = "qos-resources.qosgate.io"
 CARRIER_CONTAINER_PREFIX = "qos-resources.qosgate.io/"
 
@@ -20,7 +20,15 @@ PROTECTABLE_MEMORY = "qosgate.io/protectable-memory"
 # classes a node offers with an optional per-class capacity (0 or absent = unlimited).
 NODE_QOS_CLASSES = "qosgate.io/qos-classes"
 
-# Quota ConfigMaps (DESIGN §9).
+# The node agent's report: one coordination.k8s.io/v1 Lease per node in SYSTEM_NAMESPACE
+# (qosgate.core.nodereport.lease_name), carrying the compact JSON report in the NODE_REPORT annotation and
+# labelled NODE_REPORT_LABEL: "true" + APP_NAME_LABEL: APP_NAME, so the extender can watch them all.
+NODE_REPORT = "qosgate.io/node-report"
+NODE_REPORT_LABEL = "qosgate.io/node-report"
+APP_NAME_LABEL = "app.kubernetes.io/name"
+APP_NAME = "qosgate"
+
+# Quota ConfigMaps (architecture §4.1.3).
 QUOTA_LABEL = "qosgate.io/quota"
 
 # NRI memory-qos plugin (containers/nri-plugins cmd/plugins/memory-qos).
@@ -39,7 +47,7 @@ CATALOG_CONFIGMAP = "qosgate-classes"
 
 @functools.lru_cache(maxsize=4096)
 def is_owned_annotation(key: str) -> bool:
-    """True for keys only qosgate may write: users setting them are never trusted (DESIGN §5)."""
+    """True for keys only qosgate may write: users setting them are never trusted (architecture §2.4)."""
     return (
         key.startswith("qosgate.io/")
         or NRI_SUFFIX in key

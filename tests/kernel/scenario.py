@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .vm import CGROUP_ROOT, VM, Disk, MiB
@@ -151,9 +152,12 @@ def pressure_case(
     recursiveprot: bool = False,
     container_mb: int = 150,
     hog_mb: int = 1200,
+    before_pressure: Callable[[VM], dict[str, str]] | None = None,
 ) -> PressureResult:
     """Run the experiment on a clean hierarchy. ancestor_min_mb maps an ancestor's depth (0 = kubepods[.slice],
-    1 = the QoS slice, 2 = the pod) to the memory.min, in MB, that the test sets on it."""
+    1 = the QoS slice, 2 = the pod) to the memory.min, in MB, that the test sets on it. `before_pressure` runs
+    once the container's cache is filled and before the hog starts (e.g. one node-agent pass); what it returns
+    lands in the result's `extra`."""
     reset(vm, recursiveprot)
     container = container_path(driver, qos, "0b5d1f2e-7c3a-4e8b-9d6f-1a2b3c4d5e6f", "c0ffee0000000001")
     hog_cg = hog_path(driver, hog, qos)
@@ -176,6 +180,7 @@ def pressure_case(
     )
     fill_seconds = time.monotonic() - started
     before = memory_figures(vm, container)
+    extra = before_pressure(vm) if before_pressure is not None else {}
 
     started = time.monotonic()
     vm.sh(
@@ -185,4 +190,5 @@ def pressure_case(
     )
     hog_seconds = time.monotonic() - started
     after = memory_figures(vm, container)
-    return PressureResult(name, container, hog_cg, recursiveprot, mins, before, after, fill_seconds, hog_seconds)
+    return PressureResult(name, container, hog_cg, recursiveprot, mins, before, after, fill_seconds, hog_seconds,
+                          extra)
