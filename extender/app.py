@@ -31,9 +31,11 @@ from qosgate.extender.codec import (
     WireError,
     decode_args,
     decode_binding,
+    decode_preemption,
     encode_binding_result,
     encode_filter_error,
     encode_filter_result,
+    encode_preemption,
     encode_priorities,
 )
 from qosgate.extender.forward import LeaderForwarder
@@ -99,6 +101,8 @@ def _refusal(status: int, message: str) -> Response:
 # How each verb says "not now" in its own wire shape when the leader cannot be reached.
 _REFUSALS: dict[str, Callable[[str], bytes]] = {
     "filter": lambda message: encode_filter_error(None, message),
+    # No node is a valid answer: the scheduler tries no preemption now and retries the pod later.
+    "preempt": lambda _message: encode_preemption({}),
     "prioritize": lambda _message: encode_priorities([]),  # prioritize errors are ignored: no scores
     "bind": encode_binding_result,
 }
@@ -106,11 +110,15 @@ _REFUSALS: dict[str, Callable[[str], bytes]] = {
 
 def _routes(prefix: str, filter_: Callable[[bytes], bytes], prioritize: Callable[[bytes], bytes],
             bind: Callable[[bytes], bytes], client_certificate_required: bool,
-            forwarder: LeaderForwarder | None = None) -> list[Route]:
+            forwarder: LeaderForwarder | None = None, preempt: Callable[[bytes], bytes] | None = None
+            ) -> list[Route]:
     common: dict[str, Any] = {"client_certificate_required": client_certificate_required, "refusal": _refusal}
     routes = []
-    for verb, decide, max_body in (("filter", filter_, MAX_ARGS_BYTES), ("prioritize", prioritize, MAX_ARGS_BYTES),
-                                   ("bind", bind, MAX_BINDING_BYTES)):
+    verbs = [("filter", filter_, MAX_ARGS_BYTES), ("prioritize", prioritize, MAX_ARGS_BYTES),
+             ("bind", bind, MAX_BINDING_BYTES)]
+    if preempt is not None:
+        verbs.append(("preempt", preempt, MAX_ARGS_BYTES))
+    for verb, decide, max_body in verbs:
         local = _verb(f"{prefix}{verb}", decide)
 
         def handle(request: Request, verb: str = verb, local: Callable[[bytes], Response] = local
@@ -178,7 +186,21 @@ def extender_routes(state: ExtenderState, binder: Binder, is_ready: Callable[[],
                                             "detail": error})
         return encode_binding_result(error)
 
-    return _routes("", filter_, prioritize, bind, client_certificate_required, forwarder)
+    def preempt(body: bytes) -> bytes:
+        args = decode_preemption(body)
+        if not is_ready():
+            _result("preempt", "not_ready").inc()
+            return encode_preemption({})
+        try:
+            kept = state.preempt(args.pod, args.victims)
+        except Exception:
+            log.exception("preempt failed")
+            _result("preempt", "error").inc()
+            kept = {}
+        _result("preempt", "candidates" if kept else "none").inc()
+        return encode_preemption(kept)
+
+    return _routes("", filter_, prioritize, bind, client_certificate_required, forwarder, preempt)
 
 
 def null_extender_routes(client_certificate_required: bool = False) -> list[Route]:

@@ -111,6 +111,63 @@ def decode_args(body: bytes) -> ExtenderArgs:
     return ExtenderArgs(pod=pod, node_names=node_names, node_list=node_list, node_items=items)
 
 
+@dataclass(frozen=True, slots=True)
+class PreemptionArgs:
+    pod: dict[str, Any]
+    # node → (victim UIDs, NumPDBViolations), from NodeNameToMetaVictims or NodeNameToVictims
+    victims: dict[str, tuple[list[str], int]]
+
+
+def _victims(value: object, path: str, meta: bool) -> dict[str, tuple[list[str], int]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WireError(f"{path}: must be an object of node name → victims")
+    result: dict[str, tuple[list[str], int]] = {}
+    for node, raw in value.items():
+        here = f"{path}[{node}]"
+        fields = _fold(raw) if isinstance(raw, dict) else None
+        if fields is None:
+            raise WireError(f"{here}: must be an object with Pods and NumPDBViolations")
+        pods = fields.get("pods") or []
+        violations = fields.get("numpdbviolations") or 0
+        if not isinstance(pods, list) or not isinstance(violations, int) or isinstance(violations, bool):
+            raise WireError(f"{here}: Pods must be a list and NumPDBViolations a number")
+        uids = []
+        for i, pod in enumerate(pods):
+            holder = _fold(pod) if isinstance(pod, dict) else {}
+            if not meta:
+                metadata = holder.get("metadata")
+                holder = _fold(metadata) if isinstance(metadata, dict) else {}
+            uid = holder.get("uid")
+            if not isinstance(uid, str) or not uid:
+                raise WireError(f"{here}.Pods[{i}]: needs {'UID' if meta else 'metadata.uid'}")
+            uids.append(uid)
+        result[str(node)] = (uids, violations)
+    return result
+
+
+def decode_preemption(body: bytes) -> PreemptionArgs:
+    """ExtenderPreemptionArgs `{Pod, NodeNameToVictims | NodeNameToMetaVictims}` (architecture §7.1)."""
+    fields = _fold(_load_object(body, "ExtenderPreemptionArgs"))
+    pod = fields.get("pod")
+    if not isinstance(pod, dict):
+        raise WireError("ExtenderPreemptionArgs.Pod: required, must be a Pod object")
+    _check_pod(pod)
+    victims = _victims(fields.get("nodenametometavictims"), "ExtenderPreemptionArgs.NodeNameToMetaVictims", True)
+    victims.update({node: found for node, found in _victims(fields.get("nodenametovictims"),
+                                                             "ExtenderPreemptionArgs.NodeNameToVictims",
+                                                             False).items() if node not in victims})
+    return PreemptionArgs(pod=pod, victims=victims)
+
+
+def encode_preemption(victims: Mapping[str, tuple[Sequence[str], int]]) -> bytes:
+    """ExtenderPreemptionResult: always the meta form, UIDs the scheduler maps back through its cache."""
+    return orjson.dumps({"NodeNameToMetaVictims": {
+        node: {"Pods": [{"UID": uid} for uid in uids], "NumPDBViolations": violations}
+        for node, (uids, violations) in victims.items()}})
+
+
 def decode_binding(body: bytes) -> BindingArgs:
     """ExtenderBindingArgs `{"PodName", "PodNamespace", "PodUID", "Node"}`."""
     fields = _fold(_load_object(body, "ExtenderBindingArgs"))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qosgate.core.catalog import Catalog
+from qosgate.core.catalog import Catalog, CatalogHolder
 from qosgate.core.nodefit import Strategy, protectable
 from qosgate.extender.app import extender_routes
 from qosgate.extender.binder import KubeBinder
@@ -77,7 +77,19 @@ class NoAPIBinder:
 
 def settings_from(catalog: Catalog, config: ExtenderConfig) -> ExtenderSettings:
     return ExtenderSettings(protectable_percent=catalog.protectable_percent, accounting=catalog.accounting,
-                            strategy=config.strategy, reservation_ttl=config.reservation_ttl)
+                            kubelet_policy=catalog.kubelet_policy, strategy=config.strategy,
+                            reservation_ttl=config.reservation_ttl)
+
+
+def follow_catalog(holder: CatalogHolder, state: ExtenderState, config: ExtenderConfig) -> None:
+    """Every catalog that comes into force changes the extender's rules at once (architecture §4.4)."""
+
+    def apply(catalog: Catalog) -> None:
+        state.set_settings(settings_from(catalog, config))
+        log.info("extender follows the new catalog: protectablePercent %d, kubelet policy %s",
+                 catalog.protectable_percent, state.settings.default_policy)
+
+    holder.subscribe(apply)
 
 
 def state_samples(state: ExtenderState, nodes: NodeStore, pods: PodStore) -> Callable[[], Iterable[Sample]]:
@@ -127,8 +139,9 @@ def build_extender(config: ExtenderConfig, lifecycle: Lifecycle, api: Any | None
     from qosgate.kube.informer import ClusterCache
     from qosgate.kube.leader import CatchUpBarrier, LeaderElector
 
-    cache = ClusterCache(api, settings.accounting)
-    state = ExtenderState(cache.pods, cache.nodes, settings)
+    cache = ClusterCache(api, settings.accounting, watch_node_reports=True)
+    state = ExtenderState(cache.pods, cache.nodes, settings, reports=cache.node_reports)
+    follow_catalog(holder, state, config)
     cache.start()
     threading.Thread(target=_freeze_after_sync, args=(cache,), name="extender-gc-freeze", daemon=True).start()
     lifecycle.on_stop(cache.stop)

@@ -19,6 +19,9 @@ PROTECTABLE_MEMORY = "qosgate.io/protectable-memory"
 # KEP-3008 QOSResourceStatus carried on the node: "memory-qos=gold:10,silver:0;example.com/x=a" —
 # classes a node offers with an optional per-class capacity (0 or absent = unlimited).
 NODE_QOS_CLASSES = "qosgate.io/qos-classes"
+# An admin's statement of the kubelet's memoryReservationPolicy on a node (none, legacy, tiered), used where
+# the node agent has not reported one (architecture §5.2).
+KUBELET_POLICY_LABEL = "qosgate.io/kubelet-memory-policy"
 
 # The node agent's report: one coordination.k8s.io/v1 Lease per node in SYSTEM_NAMESPACE
 # (qosgate.core.nodereport.lease_name), carrying the compact JSON report in the NODE_REPORT annotation and

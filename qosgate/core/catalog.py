@@ -24,7 +24,11 @@ CATALOG_DATA_KEY = "catalog.yaml"
 _CLASS_KEYS = {"name", "memoryMinPercent", "throttlePercent", "swap", "nriClass", "koordinatorQoSClass"}
 _MEMORY_KEYS = _CLASS_KEYS - {"name"}
 _RESOURCE_KEYS = {"name", "classes"}
-_TOP_KEYS = {"resources", "backends", "protectablePercent"}
+_TOP_KEYS = {"resources", "backends", "protectablePercent", "kubeletPolicy", "scheduling"}
+_SCHEDULING_KEYS = {"schedulerName", "routeKubeletProtected"}
+# What the kubelet protects by itself on nodes whose node agent has not reported (architecture §5.2).
+KUBELET_POLICIES = ("none", "legacy", "tiered")
+DEFAULT_SCHEDULER = "default-scheduler"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,13 @@ class Catalog:
     backends: tuple[str, ...] = ("nri-memory-qos",)
     protectable_percent: int = 90
     memory_resource: str | None = field(default=None)
+    # The kubelet's memoryReservationPolicy assumed for nodes without a fresh agent report: "legacy" (every
+    # request protected, the kubelet backend), "tiered" (Guaranteed pods' requests) or "none".
+    kubelet_policy: str = "none"
+    # Second-scheduler mode (architecture §4.2.2): pods qosgate accounts for are given this schedulerName
+    # ("" = leave schedulerName alone); with route_kubelet_protected also the pods the kubelet protects itself.
+    scheduler_name: str = ""
+    route_kubelet_protected: bool = False
 
     @property
     def accounting(self) -> Accounting:
@@ -138,6 +149,32 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
                                              "combined with another backend"))
 
     protectable_percent = _int_field(raw, "protectablePercent", "", 1, 100, errors, 90)
+    kubelet_policy = raw.get("kubeletPolicy", "legacy" if "kubelet" in backends else "none")
+    if kubelet_policy not in KUBELET_POLICIES:
+        errors.append(FieldError("kubeletPolicy", f"must be one of {', '.join(KUBELET_POLICIES)}, "
+                                                  f"not {kubelet_policy!r}"))
+        kubelet_policy = "legacy"
+    elif "kubelet" in backends and kubelet_policy == "none":
+        errors.append(FieldError("kubeletPolicy", "the kubelet backend means the kubelet protects requests: "
+                                                  "use legacy or tiered"))
+    scheduler_name, route_protected = "", False
+    scheduling = raw.get("scheduling", {})
+    if not isinstance(scheduling, dict):
+        errors.append(FieldError("scheduling", "must be a mapping with schedulerName and routeKubeletProtected"))
+    else:
+        errors.extend(unknown_field_errors(scheduling, _SCHEDULING_KEYS, "scheduling"))
+        scheduler_name = scheduling.get("schedulerName", "")
+        if scheduler_name == DEFAULT_SCHEDULER or (scheduler_name and (
+                not isinstance(scheduler_name, str) or qualified_name_problem(scheduler_name) is not None)):
+            errors.append(FieldError("scheduling.schedulerName", "must name a scheduler other than "
+                                                                 f"{DEFAULT_SCHEDULER}, e.g. qosgate-scheduler"))
+            scheduler_name = ""
+        route_protected = scheduling.get("routeKubeletProtected", False)
+        if not isinstance(route_protected, bool):
+            errors.append(FieldError("scheduling.routeKubeletProtected", "must be true or false"))
+            route_protected = False
+        elif route_protected and not scheduler_name:
+            errors.append(FieldError("scheduling.routeKubeletProtected", "needs scheduling.schedulerName"))
 
     resources: dict[str, QosResource] = {}
     memory_resources: list[str] = []
@@ -189,7 +226,9 @@ def parse_catalog(raw: object, source: str = "catalog") -> Catalog:
     if errors:
         raise InvalidError(FieldError(f"{source}: {e.path}" if e.path else source, e.message) for e in errors)
     return Catalog(resources=resources, backends=tuple(backends), protectable_percent=protectable_percent,
-                   memory_resource=memory_resources[0] if memory_resources else None)
+                   memory_resource=memory_resources[0] if memory_resources else None,
+                   kubelet_policy=str(kubelet_policy), scheduler_name=str(scheduler_name),
+                   route_kubelet_protected=bool(route_protected))
 
 
 def load_catalog_yaml(text: str, source: str = "catalog") -> Catalog:

@@ -82,12 +82,14 @@ def class_problem(pod_classes: Set[ClassKey], node: NodeLike,
 
 
 def check_fit(pod_memory_min: int, pod_classes: Set[ClassKey], node: NodeLike, protected_now: int,
-              reserved_now: int, class_count_now: Mapping[ClassKey, int], protectable_percent: int) -> Fit:
+              reserved_now: int, class_count_now: Mapping[ClassKey, int], protectable_percent: int,
+              kernel_floor: int = 0) -> Fit:
     """Decide whether the pod fits now.
 
     protected_now: summed memory.min of active pods bound to the node; reserved_now: of reservations not yet
     visible as bound (never the same pod twice — the caller's contract); class_count_now: bound + reserved
-    slots per (resource, class).
+    slots per (resource, class); kernel_floor: what the kernel already protects on the node by the node
+    agent's report — the node counts as at least that full, whoever granted it (architecture §5.3).
     """
     classes = class_problem(pod_classes, node, class_count_now) if pod_classes else FITS
     if not classes.ok and classes.unresolvable:
@@ -97,7 +99,7 @@ def check_fit(pod_memory_min: int, pod_classes: Set[ClassKey], node: NodeLike, p
         if pod_memory_min > budget:
             return Fit(False, f"memory.min {format_bytes(pod_memory_min)} exceeds the node's whole protectable "
                               f"memory {format_bytes(budget)}", unresolvable=True)
-        used = protected_now + reserved_now
+        used = max(protected_now + reserved_now, kernel_floor)
         if used + pod_memory_min > budget:
             free = max(budget - used, 0)
             reason = (f"memory.min {format_bytes(pod_memory_min)} exceeds free protectable "

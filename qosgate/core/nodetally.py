@@ -78,6 +78,9 @@ class NodeTally:
         # protectable − used for each of them: the filter's and prioritize's per-node loops read only these.
         self.budget: dict[str, int] = {}
         self.free_memory: dict[str, int] = {}
+        # What the kernel already protects under kubepods per node (the node agent's report): used counts as at
+        # least this, so protection the extender did not grant is counted too (architecture §5.3).
+        self.floor: dict[str, int] = {}
         # bound + reserved slots per class, then per node: a pod's classes are looked up once per call.
         self.used_slots_by_class: dict[ClassKey, dict[str, int]] = {}
 
@@ -91,8 +94,17 @@ class NodeTally:
             self.budget[node] = budget
             self._refresh(node)
 
+    def set_floor(self, node: str, floor: int) -> None:
+        if floor > 0:
+            self.floor[node] = floor
+        else:
+            self.floor.pop(node, None)
+        if node in self.budget:
+            self._refresh(node)
+
     def _refresh(self, node: str) -> None:
-        self.free_memory[node] = self.budget[node] - self.used_memory_by_node.get(node, 0)
+        self.free_memory[node] = self.budget[node] - max(self.used_memory_by_node.get(node, 0),
+                                                         self.floor.get(node, 0))
 
     def _use(self, node: str, amount: int) -> None:
         _add(self.used_memory_by_node, node, amount)

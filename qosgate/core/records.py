@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from qosgate.core.annotations import CARRIER_POD, MEMORY_MIN, NODE_QOS_CLASSES, PROTECTABLE_MEMORY
+from qosgate.core.annotations import (
+    CARRIER_POD,
+    KUBELET_POLICY_LABEL,
+    MEMORY_MIN,
+    NODE_QOS_CLASSES,
+    PROTECTABLE_MEMORY,
+)
+from qosgate.core.cgtree import BESTEFFORT, BURSTABLE, GUARANTEED
 from qosgate.core.errors import InvalidError
 from qosgate.core.memory import pod_requests_memory
 from qosgate.core.nodeoffer import parse_node_offer
+from qosgate.core.podprotection import kernel_memory_min, pod_qos_class
 from qosgate.core.qosresources import pod_class_assignments
 from qosgate.core.quantity import parse_quantity
 from qosgate.core.types import Accounting, ClassKey
@@ -38,12 +46,21 @@ class PodRecord:
     node_name: str  # "" while unbound
     phase: str
     terminating: bool  # metadata.deletionTimestamp set: still running until the kubelet confirms
-    memory_min: int
+    memory_min: int  # the figure under the store's accounting: qosgate's annotation, or the requests (kubelet)
     scheduler_name: str
     pod_classes: tuple[ClassKey, ...]  # pod-level assignments (count pods)
     container_classes: tuple[ClassKey, ...]  # container-level assignments (count containers)
     classes: frozenset[ClassKey]  # distinct (resource, class) the pod uses
     problems: tuple[str, ...] = ()  # unreadable annotations or quantities, reported rather than raised
+    # What the kernel may be asked to protect for this pod, by writer (architecture §5.2): qosgate's own
+    # figure, the pod's memory requests (PodRequests + overhead) and its QoS class for the kubelet's policy.
+    qosgate_min: int = 0
+    requests_memory: int = 0
+    qos_class: str = BURSTABLE
+
+    def carried_min(self, kubelet_policy: str) -> int:
+        """The memory.min this pod carries on a node with that kubelet policy (qosgate's backend assumed on)."""
+        return kernel_memory_min(self.qos_class, self.requests_memory, self.qosgate_min, kubelet_policy, True)
 
     @property
     def active(self) -> bool:
@@ -64,6 +81,7 @@ class NodeRecord:
     offered_classes: Mapping[str, Mapping[str, int]] | None
     unschedulable: bool
     problems: tuple[str, ...] = ()  # unparsable node annotations, reported rather than crashing
+    kubelet_policy: str | None = None  # the admin's qosgate.io/kubelet-memory-policy label, when valid
 
     def __hash__(self) -> int:
         # The read-only mappings are unhashable; the other fields identify a record well enough.
@@ -204,6 +222,14 @@ def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+_STATUS_QOS = {"Guaranteed": GUARANTEED, "Burstable": BURSTABLE, "BestEffort": BESTEFFORT}
+
+
+def _overhead(spec: Mapping[str, Any]) -> int:
+    overhead = _dict(spec.get("overhead")).get("memory")
+    return 0 if overhead is None else parse_quantity(overhead, "spec.overhead.memory")
+
+
 def _dict(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -236,20 +262,27 @@ def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annota
         annotations = {}
     problems: tuple[str, ...] = ()
 
-    memory_min = 0
-    if accounting == "annotated":
-        value = annotations.get(MEMORY_MIN)
-        if value is not None:
-            try:
-                memory_min = _memory_min_annotation(value)
-            except InvalidError as exc:
-                problems = (str(exc),)
-    else:
+    qosgate_min = 0
+    value = annotations.get(MEMORY_MIN)
+    if value is not None:
         try:
-            memory_min = _kubelet_memory_min(spec)
-        except (InvalidError, AttributeError, TypeError) as exc:
-            # Malformed containers (not dicts) surface as AttributeError/TypeError from the memory math.
+            qosgate_min = _memory_min_annotation(value)
+        except InvalidError as exc:
+            if accounting == "annotated":
+                problems = (str(exc),)
+    requests_memory = 0
+    try:
+        requests_memory = _kubelet_memory_min(spec) + _overhead(spec)
+    except (InvalidError, AttributeError, TypeError) as exc:
+        # Malformed containers (not dicts) surface as AttributeError/TypeError from the memory math. The API
+        # validates requests, so this is a problem only where the requests are what the pod counts.
+        if accounting == "kubelet":
             problems = (str(exc) if isinstance(exc, InvalidError) else f"spec: unreadable containers ({exc})",)
+    memory_min = qosgate_min if accounting == "annotated" else requests_memory
+    found = status.get("qosClass") if isinstance(status, dict) else None
+    qos = _STATUS_QOS.get(found) if isinstance(found, str) else None
+    if qos is None:  # the API server sets status.qosClass at creation; compute it for objects without one
+        qos = pod_qos_class(obj)
 
     pod_classes, container_classes, classes = _pod_classes(obj, annotations, spec)
     uid = metadata.get("uid")
@@ -270,10 +303,13 @@ def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annota
         container_classes=container_classes,
         classes=classes,
         problems=problems,
+        qosgate_min=qosgate_min,
+        requests_memory=requests_memory,
+        qos_class=qos,
     )
 
 
-def _freeze_offer(offer: dict[str, dict[str, int]]) -> Mapping[str, Mapping[str, int]]:
+def freeze_offer(offer: dict[str, dict[str, int]]) -> Mapping[str, Mapping[str, int]]:
     return MappingProxyType({name: MappingProxyType(classes) for name, classes in offer.items()})
 
 
@@ -307,13 +343,20 @@ def node_record_from_raw(obj: Mapping[str, Any]) -> NodeRecord:
     offered: Mapping[str, Mapping[str, int]] | None = None
     if NODE_QOS_CLASSES in annotations:
         try:
-            offered = _freeze_offer(parse_node_offer(annotations[NODE_QOS_CLASSES],
+            offered = freeze_offer(parse_node_offer(annotations[NODE_QOS_CLASSES],
                                                      f"metadata.annotations[{NODE_QOS_CLASSES}]"))
         except InvalidError as exc:
             problems.append(str(exc))
             offered = MappingProxyType({})
 
+    labels = _dict(metadata.get("labels"))
+    kubelet_policy = labels.get(KUBELET_POLICY_LABEL)
+    if kubelet_policy is not None and kubelet_policy not in ("none", "legacy", "tiered"):
+        problems.append(f"metadata.labels[{KUBELET_POLICY_LABEL}]: must be none, legacy or tiered, "
+                        f"not {kubelet_policy!r}")
+        kubelet_policy = None
     return NodeRecord(
+        kubelet_policy=kubelet_policy,
         name=_intern(metadata.get("name")),
         allocatable_memory=allocatable_memory,
         protectable_override=override,

@@ -32,7 +32,7 @@ import orjson
 import urllib3
 from kubernetes.client import ApiClient
 
-from qosgate.core.annotations import QUOTA_LABEL
+from qosgate.core.annotations import NODE_REPORT_LABEL, QUOTA_LABEL, SYSTEM_NAMESPACE
 from qosgate.core.types import Accounting
 from qosgate.kube.rest import ApiError, KubeError, TransportError, open_request, request_json
 from qosgate.kube.store import NodeStore, ObjectStore, PodStore
@@ -421,6 +421,7 @@ class ClusterCache:
         accounting: Accounting = "annotated",
         watch_nodes: bool = True,
         watch_quota_configmaps: bool = False,
+        watch_node_reports: bool = False,
         *,
         page_size: int = 500,
         pod_field_selector: str | None = None,
@@ -429,6 +430,7 @@ class ClusterCache:
         self.pods = PodStore(accounting)
         self.nodes = NodeStore()
         self.quota_configmaps = ObjectStore()
+        self.node_reports = ObjectStore()  # the node agent's report Leases (architecture §5.3)
         self.pod_informer = Informer(api_client, "/api/v1/pods", self.pods, field_selector=pod_field_selector,
                                      page_size=page_size, name="pods", **informer_options)
         self.informers = [self.pod_informer]
@@ -443,6 +445,11 @@ class ClusterCache:
                                                label_selector=f"{QUOTA_LABEL}=true", page_size=page_size,
                                                name="quota-configmaps", **informer_options)
             self.informers.append(self.configmap_informer)
+        if watch_node_reports:
+            self.informers.append(Informer(
+                api_client, f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases", self.node_reports,
+                label_selector=f"{NODE_REPORT_LABEL}=true", page_size=page_size, name="node-reports",
+                **informer_options))
 
     def start(self) -> None:
         for informer in self.informers:

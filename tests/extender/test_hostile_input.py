@@ -48,9 +48,15 @@ def args(form: str) -> dict[str, Any]:
 
 @st.composite
 def hostile(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    verb = draw(st.sampled_from(["/filter", "/prioritize", "/bind"]))
-    doc = ({"PodName": "p", "PodNamespace": "team-a", "PodUID": "u-1", "Node": "a"} if verb == "/bind"
-           else args(draw(st.sampled_from(["names", "nodes"]))))
+    verb = draw(st.sampled_from(["/filter", "/prioritize", "/bind", "/preempt"]))
+    if verb == "/bind":
+        doc: dict[str, Any] = {"PodName": "p", "PodNamespace": "team-a", "PodUID": "u-1", "Node": "a"}
+    elif verb == "/preempt":
+        doc = {"Pod": args("names")["Pod"],
+               "NodeNameToMetaVictims": {"a": {"Pods": [{"UID": "v-1"}], "NumPDBViolations": 0}},
+               "NodeNameToVictims": {"b": {"Pods": [{"metadata": {"uid": "v-2"}}], "NumPDBViolations": 1}}}
+    else:
+        doc = args(draw(st.sampled_from(["names", "nodes"])))
     targets = [p for p in paths(doc) if p]
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(targets))
@@ -79,8 +85,10 @@ def test_flipped_types_anywhere_give_a_wire_answer_or_a_400(case: tuple[str, dic
     response = call(verb, json.dumps(doc).encode())
     assert response.status in (200, 400), response
     decoded = orjson.loads(response.body)
-    if response.status == 400 or verb != "/prioritize":
+    if response.status == 400 or verb in ("/filter", "/bind"):
         assert isinstance(decoded, dict) and "Error" in decoded
+    elif verb == "/preempt":
+        assert isinstance(decoded, dict) and "NodeNameToMetaVictims" in decoded
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
 

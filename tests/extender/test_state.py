@@ -286,9 +286,12 @@ def test_class_slots_are_reserved(state: ExtenderState, api: MemoryAPI) -> None:
     assert "gold is full" in state.filter(third, ["gold"]).failed["gold"]
 
 
-def test_settings_must_match_the_store() -> None:
-    with pytest.raises(ValueError, match="kubelet"):
-        ExtenderState(PodStore("kubelet"), NodeStore(), ExtenderSettings(accounting="annotated"))
+def test_settings_are_validated_and_any_store_accounting_serves() -> None:
+    # Records carry qosgate's figure, the requests and the QoS class, so the extender counts the same whatever
+    # the store's accounting (a live catalog change switches accounting without rebuilding the caches).
+    ExtenderState(PodStore("kubelet"), NodeStore(), ExtenderSettings(accounting="annotated"))
+    with pytest.raises(ValueError, match="kubelet_policy"):
+        ExtenderSettings(kubelet_policy="sometimes")
     with pytest.raises(ValueError):
         ExtenderSettings(protectable_percent=101)
     with pytest.raises(ValueError):
