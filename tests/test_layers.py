@@ -104,7 +104,8 @@ def test_the_core_does_no_io(module: str, path: Path) -> None:
              if target.split(".")[0] in CORE_FORBIDDEN]
     tree = ast.parse(path.read_text(), str(path))
     found += [f"line {node.lineno}: calls {node.func.id}()" for node in ast.walk(tree)
-              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CORE_FORBIDDEN_CALLS]
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in CORE_FORBIDDEN_CALLS]
     assert not found, f"{path.relative_to(ROOT)}: " + "; ".join(found)
 
 

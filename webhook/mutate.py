@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from qosgate.core import annotations as keys
-from qosgate.core.catalog import Catalog
+from qosgate.core.catalog import DEFAULT_SCHEDULER, Catalog
+from qosgate.core.cgtree import GUARANTEED
 from qosgate.core.compile import compile_pod
 from qosgate.core.errors import InvalidError, ShapeError
+from qosgate.core.podprotection import pod_qos_class, pod_requests_total
 from qosgate.core.podshape import check_pod_shape
 from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
 from qosgate.webhook.patch import sync_owned_map
@@ -56,7 +58,39 @@ def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
     except InvalidError as exc:
         return AdmissionResponse.deny(f"qosgate: {exc}", code=403)
     # The koordinator label is ours only for pods that asked for a class under that backend.
-    return _sync(pod["metadata"], compiled.annotations, compiled.labels, bool(compiled.labels))
+    response = _sync(pod["metadata"], compiled.annotations, compiled.labels, bool(compiled.labels))
+    route = scheduler_route(pod, catalog, asks_classes=bool(compiled.requests))
+    if route:
+        response.patch = [*response.patch, *route]
+    return response
+
+
+def scheduler_route(pod: Mapping[str, Any], catalog: Catalog, asks_classes: bool) -> list[dict[str, Any]]:
+    """Second-scheduler mode (architecture §4.2.2): give the pods qosgate must account for to the scheduler
+    that calls the extender — those asking for a class, and (routeKubeletProtected) those the kubelet
+    protects by itself, so no other scheduler places protected memory the extender never saw. A scheduler
+    the pod's author chose is kept."""
+    if not catalog.scheduler_name:
+        return []
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    current = spec.get("schedulerName")
+    if current not in (None, "", DEFAULT_SCHEDULER):
+        return []
+    protected = (catalog.route_kubelet_protected and pod_qos_class(pod) == GUARANTEED
+                 and _requests(pod) > 0)
+    if not asks_classes and not protected:
+        return []
+    return [{"op": "replace" if current is not None else "add", "path": "/spec/schedulerName",
+             "value": catalog.scheduler_name}]
+
+
+def _requests(pod: Mapping[str, Any]) -> int:
+    try:
+        return pod_requests_total(pod)
+    except InvalidError:
+        return 0
 
 
 def keep_admitted(pod: Mapping[str, Any], old_pod: Mapping[str, Any]) -> AdmissionResponse:

@@ -1,7 +1,8 @@
 """The validating admission decision: pick the checks that apply to a request and fold their findings.
 
 Pods
-  CREATE  classes (qosgate.webhook.checks.classes) → owned annotations/labels (qosgate.webhook.checks.owned) → quota
+  CREATE  classes (qosgate.webhook.checks.classes) → owned annotations/labels (qosgate.webhook.checks.owned) →
+          scheduling (qosgate.webhook.checks.scheduling: no preset node, the catalog's scheduler) → quota
           (qosgate.webhook.quota), the last only for pods asking for a class and only when every static
           check passed, so a refused pod never holds a reservation.
   UPDATE  classes are immutable (qosgate.webhook.checks.immutable); nothing is recomputed from the current catalog.
@@ -44,6 +45,7 @@ from qosgate.webhook.checks.classes import check_classes
 from qosgate.webhook.checks.configmaps import check_configmap_content
 from qosgate.webhook.checks.immutable import check_immutable
 from qosgate.webhook.checks.owned import check_owned
+from qosgate.webhook.checks.scheduling import check_scheduling
 from qosgate.webhook.checks.settings import ValidatorSettings
 from qosgate.webhook.checks.workloads import WORKLOAD_KINDS, check_workload
 from qosgate.webhook.quota.engine import QuotaEngine
@@ -114,8 +116,11 @@ class Validator:
             return self._respond(check_immutable(pod, request.old_object))
         if request.operation != "CREATE" or pod is None:
             return AdmissionResponse.allow()
-        finding, compiled = check_classes(pod, self.catalog.current)
+        catalog = self.catalog.current
+        finding, compiled = check_classes(pod, catalog)
         finding += check_owned(pod, compiled) if not finding.denied else PASS
+        if compiled is not None and not finding.denied:
+            finding += check_scheduling(pod, catalog)
         if finding.denied or compiled is None or self.engine is None:
             return self._respond(finding)
         uid, name = _uid_and_name(request)

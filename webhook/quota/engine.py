@@ -1,4 +1,5 @@
-"""Stateful quota admission for pods (architecture §4.1.3): cache usage + reservations, exact across threads and replicas.
+"""Stateful quota admission for pods (architecture §4.1.3): cache usage + reservations, exact across threads
+and replicas.
 
 Usage of a namespace = its active pods in the informer cache (PodStore.namespace_usage) + reservations of
 pods admitted but not yet seen by the cache. A reservation is keyed by the pod UID (validating webhooks run
