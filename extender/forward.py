@@ -21,13 +21,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from qosgate.core.annotations import LEADER_URL
 from qosgate.serving.client import KeepAliveClient, PeerUnavailable
 from qosgate.serving.http import JSON, Response
 from qosgate.serving.metrics import EXTENDER_FORWARDED
 
 log = logging.getLogger("qosgate.extender")
 
-LEADER_URL_ANNOTATION = "qosgate.io/leader-url"
+LEADER_URL_ANNOTATION = LEADER_URL
 
 
 class LeaseView(Protocol):

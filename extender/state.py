@@ -183,6 +183,29 @@ class Demand:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeSummary:
+    name: str
+    protectable: int  # -1 when the node's annotations cannot be read
+    bound: int
+    reserved: int
+    kernel_floor: int  # Σ memory.min the kernel already holds under kubepods (fresh report), else 0
+    policy: str
+    report: str  # none | fresh | stale
+    kernel_protected: int | None
+    drift: int | None
+    classes: list[str] | None  # None = offers every class
+    problems: tuple[str, ...]
+
+    @property
+    def accounted(self) -> int:
+        return max(self.bound + self.reserved, self.kernel_floor)
+
+    @property
+    def headroom(self) -> int:
+        return self.protectable - self.accounted
+
+
+@dataclass(frozen=True, slots=True)
 class FilterResult:
     passed: list[str]
     failed: dict[str, str] = field(default_factory=dict)
@@ -696,6 +719,30 @@ class ExtenderState:
         """(memory.min of pods the watch shows bound, memory.min reserved and not yet visible) on a node."""
         with self._lock:
             return self._tally.bound_memory.get(node, 0), self._tally.reserved_memory.get(node, 0)
+
+    def reserved_by_node(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._tally.reserved_memory)
+
+    def node_summaries(self) -> list[NodeSummary]:
+        """Every node as the extender decides on it (qosgate status): budget, what is bound and reserved,
+        what the kernel reports, the policy and the classes offered."""
+        with self._lock:
+            rows = []
+            for name, (node, budget, offered) in self._node_view.items():
+                report = self._reports.get(name)
+                fresh = report[0] if report is not None else None
+                rows.append(NodeSummary(
+                    name=name, protectable=budget, bound=self._tally.bound_memory.get(name, 0),
+                    reserved=self._tally.reserved_memory.get(name, 0), kernel_floor=self._tally.floor.get(name, 0),
+                    policy=self._policy.get(name, self.settings.default_policy),
+                    report="none" if report is None else ("fresh" if fresh is not None else "stale"),
+                    kernel_protected=fresh.kernel_protected_bytes if fresh is not None else None,
+                    drift=fresh.drift_bytes if fresh is not None else None,
+                    classes=None if offered is None else sorted(f"{r}={c}" + (f":{n}" if n else "")
+                                                                for (r, c), n in offered.items()),
+                    problems=tuple(node.problems)))
+            return rows
 
     def reservations(self) -> list[BindReservation]:
         with self._lock:

@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from qosgate.core.annotations import EXTENDER_STATE
 from qosgate.core.catalog import Catalog, CatalogHolder
 from qosgate.core.nodefit import Strategy, protectable
 from qosgate.extender.app import extender_routes
@@ -156,12 +159,18 @@ def build_extender(config: ExtenderConfig, lifecycle: Lifecycle, api: Any | None
     pod_store = cache.pods
     barrier = CatchUpBarrier(api, lambda: pod_store.resource_version)
     peers = config.peers
+    def lease_annotations() -> dict[str, str]:
+        notes = {EXTENDER_STATE: orjson.dumps({"synced": cache.ready, "caughtUp": barrier.open,
+                                               "reserved": state.reserved_by_node()}).decode()}
+        if peers is not None:
+            notes[LEADER_URL_ANNOTATION] = peers.advertise_url
+        return notes
+
     elector = LeaderElector(api, election.namespace, election.name, election.identity,
                             lease_duration=election.lease_duration, renew_deadline=election.renew_deadline,
                             retry_period=election.retry_period,
                             on_started_leading=barrier.on_started_leading,
-                            on_stopped_leading=barrier.on_stopped_leading,
-                            annotations={LEADER_URL_ANNOTATION: peers.advertise_url} if peers else None)
+                            on_stopped_leading=barrier.on_stopped_leading, annotations=lease_annotations)
     elector.start()
     lifecycle.on_stop(elector.stop)
     STATE.register("extender-leader", lambda: [(

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qosgate.cli.agent import add_agent_parser
     from qosgate.cli.serve import add_serve_parser
     from qosgate.cli.simulate import add_simulate_parser
+    from qosgate.cli.status import add_status_parser
 
     parser = argparse.ArgumentParser(prog="qosgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=run_explain)
 
     add_simulate_parser(commands)
+    add_status_parser(commands)
     add_agent_parser(commands)
     return parser
 

@@ -31,6 +31,11 @@ NODE_REPORT_LABEL = "qosgate.io/node-report"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 APP_NAME = "qosgate"
 
+# On the extender's leader-election Lease, written by the leader at every renewal: where followers reach it, and
+# what it knows that no API object shows (caches synced, caught up, reservations per node) for `qosgate status`.
+LEADER_URL = "qosgate.io/leader-url"
+EXTENDER_STATE = "qosgate.io/extender-state"
+
 # Quota ConfigMaps (architecture §4.1.3).
 QUOTA_LABEL = "qosgate.io/quota"
 

@@ -300,6 +300,10 @@ class Informer:
                 raise _Gone(f"list: {exc}") from exc
             raise
 
+    def list_once(self) -> None:
+        """One paged LIST into the store, no watch: a consistent snapshot for a tool (raises KubeError)."""
+        self._list()
+
     def _list(self) -> None:
         started = time.monotonic()
         paginate = not self._unpaginated_next
