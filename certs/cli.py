@@ -1,6 +1,18 @@
-"""``qosgate certs …``: generate or refresh the webhook/extender serving certificates.
+"""``qosgate certs …``: generate or refresh the certificates of an install.
 
-``qosgate/cli.py`` owns the top-level parser and calls :func:`add_certs_parser` then
+One CA signs two leaves, all written into ``--out``:
+
+- the serving certificate (``tls.crt``/``tls.key``) carrying the names of every ``--service``
+  (default: ``qosgate-webhook`` and ``qosgate-extender`` in ``qosgate-system``, so the defaults are an
+  install's whole need);
+- kube-scheduler's client certificate for the extender's verbs (``client.crt``/``client.key``), which the
+  extender checks against the same CA (``qosgate serve --extender-client-ca`` defaults to ``ca.crt``).
+
+``manifests/overlays/self-signed`` reads exactly these files from its ``generated/`` folder (kustomize
+secretGenerator + replacements), so ``qosgate certs generate --out manifests/overlays/self-signed/generated``
+followed by ``kubectl apply -k manifests/overlays/self-signed`` is a complete install.
+
+``qosgate/cli/main.py`` owns the top-level parser and calls :func:`add_certs_parser` then
 :func:`run_certs`. stdout carries only the base64 caBundle so scripts can do
 ``CA=$(qosgate certs generate …)``; everything for humans goes to stderr.
 """
@@ -13,12 +25,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from qosgate.certs.generate import (
+    CLIENT_CERT_FILE,
     DEFAULT_CA_DAYS,
+    DEFAULT_CLIENT_NAME,
     DEFAULT_RENEW_BEFORE_DAYS,
     DEFAULT_SERVING_DAYS,
     EnsureAction,
@@ -26,15 +40,25 @@ from qosgate.certs.generate import (
     ca_bundle_b64,
     certificate_not_after,
     ensure_certificates,
+    ensure_client_certificate,
     generate_certificates,
+    issue_client_certificate,
     service_dns_names,
     tls_secret_manifest,
     validate_dns_name,
 )
 
+if TYPE_CHECKING:
+    # argparse's sub-command registry (a private class in typeshed's spelling). Only for the type checker:
+    # on Python 3.11 the class is not subscriptable at run time.
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 __all__ = ["add_certs_parser", "main", "run_certs"]
 
 _PROG = "qosgate certs"
+# What an install needs: both Services of manifests/base, one certificate for both.
+DEFAULT_SERVICES = ("qosgate-webhook", "qosgate-extender")
+DEFAULT_NAMESPACE = "qosgate-system"
 
 
 class _UsageError(Exception):
@@ -90,8 +114,20 @@ def _non_negative_days(value: str) -> int:
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="certificate directory")
-    parser.add_argument("--service", required=True, metavar="NAME", help="Service name (SAN NAME.NS.svc…)")
-    parser.add_argument("--namespace", required=True, metavar="NS", help="Service namespace")
+    parser.add_argument(
+        "--service",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="Service the serving certificate is for (SANs NAME, NAME.NS, NAME.NS.svc, NAME.NS.svc.DOMAIN); "
+        f"repeatable (default: {' and '.join(DEFAULT_SERVICES)})",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        metavar="NS",
+        help=f"the Services' namespace (default {DEFAULT_NAMESPACE})",
+    )
     parser.add_argument(
         "--dns", action="append", default=[], type=_dns, metavar="NAME", help="extra DNS SAN (repeatable)"
     )
@@ -121,33 +157,41 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write a kubernetes.io/tls Secret manifest (YAML, contains the private key: mode 0600)",
     )
     parser.add_argument(
-        "--secret-name", metavar="NAME", help="name of the Secret in --secret-manifest (default NAME-tls)"
+        "--secret-name", metavar="NAME", help="name of the Secret in --secret-manifest (default FIRST-SERVICE-tls)"
+    )
+    parser.add_argument(
+        "--client-name",
+        default=DEFAULT_CLIENT_NAME,
+        metavar="CN",
+        help=f"common name of kube-scheduler's client certificate ({CLIENT_CERT_FILE}; default {DEFAULT_CLIENT_NAME})",
     )
 
 
-def add_certs_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``certs generate`` and ``certs ensure`` under an existing sub-parser group.
 
     Sets ``func=run_certs`` as a default so a ``args.func(args)`` dispatcher works unchanged.
     """
     certs = subparsers.add_parser(
         "certs",
-        help="create the CA and serving certificate for the webhook and extender",
-        description="Create the CA and serving certificate; prints the base64 caBundle on stdout.",
+        help="create the CA, the serving certificate and kube-scheduler's client certificate",
+        description="Create the CA, the serving certificate for the webhook and extender Services and "
+        "kube-scheduler's client certificate for the extender; prints the base64 caBundle on stdout.",
     )
     actions = certs.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
     generate = actions.add_parser(
         "generate",
-        help="create a new CA and serving certificate (overwrites)",
-        description="Create a new CA and serving certificate in DIR, overwriting any existing ones.",
+        help="create a new CA, serving and client certificate (overwrites)",
+        description="Create a new CA, serving certificate and client certificate in DIR, overwriting any "
+        "existing ones (a new CA: every copy of the old one, e.g. kube-scheduler's, must be replaced).",
     )
     _common_arguments(generate)
     ensure = actions.add_parser(
         "ensure",
         help="create on first run, renew when expiring, otherwise keep",
         description=(
-            "Keep a valid set; issue a new serving certificate from the existing CA when it expires "
-            "within --renew-before days or lacks a requested name; recreate everything when the CA "
+            "Keep a valid set; issue a new serving (or client) certificate from the existing CA when it "
+            "expires within --renew-before days or lacks a requested name; recreate everything when the CA "
             "is unusable."
         ),
     )
@@ -165,10 +209,13 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Ar
 
 def _check_names(args: argparse.Namespace) -> None:
     # Checked here as well as by the generator so the message names the option, not a function.
-    try:
-        service_dns_names(args.service, "default")
-    except ValueError as exc:
-        raise _UsageError("--service", str(exc)) from None
+    if args.service is None:
+        args.service = list(DEFAULT_SERVICES)
+    for service in args.service:
+        try:
+            service_dns_names(service, "default")
+        except ValueError as exc:
+            raise _UsageError("--service", str(exc)) from None
     try:
         service_dns_names("svc", args.namespace)
     except ValueError as exc:
@@ -177,6 +224,8 @@ def _check_names(args: argparse.Namespace) -> None:
         validate_dns_name(args.cluster_domain)
     except ValueError as exc:
         raise _UsageError("--cluster-domain", str(exc)) from None
+    if not args.client_name or len(args.client_name) > 64:
+        raise _UsageError("--client-name", "must be 1-64 characters")
 
 
 def _prepare_out(out: Path) -> None:
@@ -194,12 +243,17 @@ def _run(args: argparse.Namespace) -> int:
     _check_names(args)
     out: Path = args.out
     _prepare_out(out)
-    extra = [*args.dns, *args.ip]
+    service, *other_services = args.service
+    # The first Service names the certificate (and the CA); the others ride along as SANs.
+    extra: list[str] = [
+        name for other in other_services for name in service_dns_names(other, args.namespace, args.cluster_domain)
+    ]
+    extra += [*args.dns, *args.ip]
     try:
         if args.certs_command == "ensure":
             result = ensure_certificates(
                 out,
-                args.service,
+                service,
                 args.namespace,
                 extra,
                 renew_before_days=args.renew_before,
@@ -210,11 +264,13 @@ def _run(args: argparse.Namespace) -> int:
             )
             action = result.action
             if action is EnsureAction.REGENERATED:
-                print(f"{_PROG}: CA replaced: update every caBundle", file=sys.stderr)
+                print(f"{_PROG}: CA replaced: update every caBundle and kube-scheduler's copy", file=sys.stderr)
+            # Re-issued when missing, expiring or not signed by the (possibly new) CA.
+            ensure_client_certificate(out, args.client_name, renew_before_days=args.renew_before)
         else:
             generate_certificates(
                 out,
-                args.service,
+                service,
                 args.namespace,
                 extra,
                 ca_days=args.ca_days,
@@ -222,12 +278,13 @@ def _run(args: argparse.Namespace) -> int:
                 key_type=args.key_type,
                 cluster_domain=args.cluster_domain,
             )
+            issue_client_certificate(out, args.client_name, days=args.days, key_type=args.key_type)
             action = EnsureAction.CREATED
     except OSError as exc:
         raise _UsageError("--out", f"cannot write certificates to {str(out)!r}: {exc.strerror or exc}") from None
 
     if args.secret_manifest is not None:
-        manifest = tls_secret_manifest(out, args.secret_name or f"{args.service}-tls", args.namespace)
+        manifest = tls_secret_manifest(out, args.secret_name or f"{service}-tls", args.namespace)
         try:
             # 0600: the manifest embeds tls.key.
             atomic_write(args.secret_manifest, yaml.safe_dump(manifest, sort_keys=False).encode(), 0o600)
@@ -237,8 +294,10 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
 
     not_after = certificate_not_after(out / "tls.crt")
+    client_not_after = certificate_not_after(out / CLIENT_CERT_FILE)
     print(
-        f"{_PROG}: {action.value} certificates in {out} (serving certificate valid until {not_after:%Y-%m-%d})",
+        f"{_PROG}: {action.value} certificates in {out} (serving certificate valid until {not_after:%Y-%m-%d}, "
+        f"client certificate {args.client_name!r} until {client_not_after:%Y-%m-%d})",
         file=sys.stderr,
     )
     print(ca_bundle_b64(out))

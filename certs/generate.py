@@ -9,6 +9,8 @@ Files written into the certificate directory (the names a ``kubernetes.io/tls`` 
 
 - ``ca.crt`` / ``ca.key``: self-signed CA (CA:true, pathlen 0, keyCertSign).
 - ``tls.crt`` / ``tls.key``: serving leaf signed by the CA (serverAuth).
+- ``client.crt`` / ``client.key``: kube-scheduler's client leaf for the extender's verbs (clientAuth), from
+  :func:`issue_client_certificate` / :func:`ensure_client_certificate`.
 
 Every file is written atomically (temp file in the same directory + ``os.replace``) so a reader —
 including :mod:`qosgate.serving.tls`'s hot reloader — never sees a truncated file; private keys are
@@ -44,6 +46,7 @@ __all__ = [
     "CLIENT_CERT_FILE",
     "CLIENT_KEY_FILE",
     "DEFAULT_CA_DAYS",
+    "DEFAULT_CLIENT_NAME",
     "DEFAULT_RENEW_BEFORE_DAYS",
     "DEFAULT_SERVING_DAYS",
     "TLS_CERT_FILE",
@@ -249,7 +252,8 @@ def _load_key(path: Path) -> PrivateKey:
 
 
 def _spki(key: Any) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return spki
 
 
 def certificate_not_after(path: str | os.PathLike[str]) -> dt.datetime:
@@ -264,7 +268,9 @@ def certificate_sans(path: str | os.PathLike[str]) -> tuple[list[str], list[IPAd
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return [], []
-    return san.get_values_for_type(x509.DNSName), san.get_values_for_type(x509.IPAddress)
+    addresses = [a for a in san.get_values_for_type(x509.IPAddress)
+                 if isinstance(a, ipaddress.IPv4Address | ipaddress.IPv6Address)]  # a SAN never holds a network
+    return san.get_values_for_type(x509.DNSName), addresses
 
 
 def ca_bundle_b64(cert_dir: str | os.PathLike[str]) -> str:

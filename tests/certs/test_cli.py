@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qosgate.certs.cli import add_certs_parser, main, run_certs
 from qosgate.certs.generate import certificate_not_after, certificate_sans
@@ -143,3 +145,60 @@ def test_plugs_into_an_existing_parser(tmp_path: Path, capsys: pytest.CaptureFix
     assert run_certs(args) == 0
     assert base64.b64decode(capsys.readouterr().out.strip())
     assert parser.parse_args(["render"]).command == "render"
+
+
+# --- defaults: everything an install needs, from `--out` alone ---------------------------------------------
+
+
+def _client_cert(directory: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((directory / "client.crt").read_bytes())
+
+
+def test_defaults_cover_both_services_and_issue_the_scheduler_client_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "generated"
+    code, out, err = run(capsys, "certs", "generate", "--out", str(out_dir))
+    assert code == 0 and "client certificate 'qosgate-scheduler'" in err
+    dns, _ = certificate_sans(out_dir / "tls.crt")
+    for service in ("qosgate-webhook", "qosgate-extender"):
+        assert {f"{service}.qosgate-system.svc", f"{service}.qosgate-system.svc.cluster.local"} <= set(dns)
+    client = _client_cert(out_dir)
+    ca = x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes())
+    client.verify_directly_issued_by(ca)  # the CA the extender trusts for its verbs (--extender-client-ca)
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "qosgate-scheduler"
+    usages = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert stat.S_IMODE((out_dir / "client.key").stat().st_mode) == 0o600
+    assert base64.b64decode(out.strip()) == (out_dir / "ca.crt").read_bytes()
+
+
+def test_repeated_service_and_client_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "c"
+    code, _, _ = run(capsys, "certs", "generate", "--out", str(out_dir), "--namespace", "ops",
+                     "--service", "a", "--service", "b", "--client-name", "my-scheduler")
+    assert code == 0
+    dns, _ = certificate_sans(out_dir / "tls.crt")
+    assert {"a.ops.svc", "b.ops.svc"} <= set(dns) and "qosgate-webhook.ops.svc" not in dns
+    assert _client_cert(out_dir).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "my-scheduler"
+
+
+def test_ensure_keeps_the_client_certificate_and_reissues_it_under_a_new_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "c"
+    assert run(capsys, "certs", "ensure", "--out", str(out_dir))[0] == 0
+    first = (out_dir / "client.crt").read_bytes()
+    assert run(capsys, "certs", "ensure", "--out", str(out_dir))[0] == 0
+    assert (out_dir / "client.crt").read_bytes() == first  # valid and from this CA: kept
+    (out_dir / "ca.key").unlink()
+    (out_dir / "ca.crt").write_bytes(b"garbage")  # CA unusable: ensure recreates it ...
+    code, _, err = run(capsys, "certs", "ensure", "--out", str(out_dir))
+    assert code == 0 and "CA replaced" in err
+    ca = x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes())
+    _client_cert(out_dir).verify_directly_issued_by(ca)  # ... and the client certificate with it
+
+
+def test_bad_client_name_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "certs", "generate", "--out", str(tmp_path / "c"), "--client-name", "x" * 65)
+    assert code == 2 and out == "" and "argument --client-name" in err

@@ -1,4 +1,4 @@
-"""Renderings of manifests/, computed once per session."""
+"""Renderings of manifests/ by the real kustomize (`kubectl kustomize`), computed once per session."""
 
 from __future__ import annotations
 
@@ -12,15 +12,31 @@ import pytest
 from tests.manifests.helpers import (
     BASE,
     CERT_MANAGER,
+    MONITORING,
     NRI,
     REPO,
-    SELF_SIGNED_SECRET_FILE,
+    SECOND_SCHEDULER,
+    SELF_SIGNED,
     Obj,
-    documented_certs_command,
-    self_signed_workdir,
-    substitute_ca_bundle,
+    documented_install,
+    manifests_copy,
+    unavailable,
 )
-from tests.support.kustomize import render
+from tests.support.kustomize import KustomizeUnavailable, kustomize_command, render
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # test_real_apiserver.py runs upstream binaries; `-m "not real_cluster"` leaves it out.
+    config.addinivalue_line("markers", "real_cluster: runs real etcd/kube-apiserver/kube-scheduler processes")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kustomize() -> None:
+    """Every test here looks at kustomize's output: without kustomize, skip (or fail where CI requires it)."""
+    try:
+        kustomize_command()
+    except KustomizeUnavailable as error:
+        unavailable(str(error))
 
 
 @pytest.fixture(scope="session")
@@ -39,38 +55,64 @@ def nri() -> list[Obj]:
 
 
 @pytest.fixture(scope="session")
-def self_signed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Run the self-signed overlay's documented steps in a copy of the repo's manifests.
-
-    1. the `qosgate certs generate …` line from the overlay's kustomization.yaml, verbatim, through
-       the real CLI (stdout = caBundle, the Secret manifest written into the overlay);
-    2. the documented sed that puts the bundle into the ca-bundle patches.
-    Returns (the copy's root, the CA bundle).
-    """
-    root = tmp_path_factory.mktemp("self-signed")
-    self_signed_workdir(root)
-    argv = documented_certs_command(root / "manifests" / "overlays" / "self-signed" / "kustomization.yaml")
-    assert argv[0] == "qosgate"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; from qosgate.cli.main import main; sys.exit(main())", *argv[1:]],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    ca_bundle = result.stdout.strip()
-    overlay = root / "manifests" / "overlays" / "self-signed"
-    assert (overlay / SELF_SIGNED_SECRET_FILE).is_file()
-    substitute_ca_bundle(overlay, ca_bundle)
-    return root, ca_bundle
+def second_scheduler() -> list[Obj]:
+    return render(SECOND_SCHEDULER)
 
 
 @pytest.fixture(scope="session")
-def self_signed(self_signed_run: tuple[Path, str]) -> list[Obj]:
-    root, _ = self_signed_run
-    return render(root / "manifests" / "overlays" / "self-signed")
+def monitoring() -> list[Obj]:
+    return render(MONITORING)
+
+
+def run_qosgate(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a user runs it from `cwd` (the checkout's code, whatever is installed)."""
+    assert argv[0] == "qosgate"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from qosgate.cli.main import main; sys.exit(main())", *argv[1:]],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def self_signed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The self-signed overlay's documented install, in a copy of the repository's manifests/:
+    the `qosgate certs generate …` line from its kustomization.yaml, verbatim, through the real CLI.
+    Returns (the copy's root, the overlay directory `kubectl apply -k` is given, the printed caBundle)."""
+    root = manifests_copy(tmp_path_factory.mktemp("self-signed"))
+    argv, overlay = documented_install(SELF_SIGNED / "kustomization.yaml")
+    result = run_qosgate(argv, root)
+    assert result.returncode == 0, result.stderr
+    return root, root / overlay, result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def self_signed(self_signed_run: tuple[Path, Path, str]) -> list[Obj]:
+    _, overlay, _ = self_signed_run
+    return render(overlay)
 
 
 @pytest.fixture(scope="session")
 def installs(base: list[Obj], cert_manager: list[Obj], self_signed: list[Obj]) -> dict[str, list[Obj]]:
     """Every rendering that installs qosgate: what must hold of the base must hold of each."""
     return {"base": base, "cert-manager": cert_manager, "self-signed": self_signed}
+
+
+@pytest.fixture(scope="session")
+def addons(second_scheduler: list[Obj], monitoring: list[Obj]) -> dict[str, list[Obj]]:
+    """The optional add-ons, applied after an install."""
+    return {"second-scheduler": second_scheduler, "monitoring": monitoring}
+
+
+@pytest.fixture(scope="session")
+def control_plane_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder with the upstream binaries tests/realcluster/build makes (kube-scheduler, promtool, …):
+    `$QOSGATE_CONTROL_PLANE_BIN`, or built (once, cached) when `go` is available; else skip (or fail where
+    CI requires them)."""
+    from tests.realcluster.controlplane import BinariesUnavailable, find_binaries
+
+    try:
+        return find_binaries(tmp_path_factory.mktemp("control-plane-build") / "build.log")
+    except BinariesUnavailable as error:
+        unavailable(f"upstream binaries unavailable: {error}")
+        raise  # unreachable: unavailable() skips or fails

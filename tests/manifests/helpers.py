@@ -1,27 +1,34 @@
-"""Rendering `manifests/` the way `kubectl apply -k` would, and small lookups over the result."""
+"""Paths, names and small lookups over the renderings of `manifests/` (rendered by the real kustomize)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 BASE = MANIFESTS / "base"
 CERT_MANAGER = MANIFESTS / "overlays" / "cert-manager"
 SELF_SIGNED = MANIFESTS / "overlays" / "self-signed"
+SECOND_SCHEDULER = MANIFESTS / "overlays" / "second-scheduler"
+MONITORING = MANIFESTS / "overlays" / "monitoring"
 NRI = MANIFESTS / "nri-memory-qos"
 SCHEDULER_CONFIG = MANIFESTS / "scheduler" / "kube-scheduler-config.yaml"
+SECOND_SCHEDULER_CONFIG = SECOND_SCHEDULER / "kube-scheduler-config.yaml"
 
 NAMESPACE = "qosgate-system"
 WEBHOOK = "qosgate-webhook"
 EXTENDER = "qosgate-extender"
+SCHEDULER = "qosgate-scheduler"
 TLS_SECRET = "qosgate-webhook-tls"
-SELF_SIGNED_SECRET_FILE = "webhook-tls-secret.yaml"
-CA_BUNDLE_PLACEHOLDER = "REPLACE_WITH_QOSGATE_CA_BUNDLE"
+CLIENT_SECRET = "qosgate-scheduler-client"
+GENERATED = "generated"  # the self-signed overlay's folder written by `qosgate certs generate`
 
 Obj = dict[str, Any]
 
@@ -55,25 +62,27 @@ def selector_matches(selector: Obj, labels: dict[str, str]) -> bool:
     return True
 
 
-def self_signed_workdir(tmp: Path) -> Path:
-    """A copy of manifests/ to run the self-signed overlay's documented commands in."""
+def unavailable(reason: str) -> None:
+    """Skip for a missing tool (kustomize, promtool, kube-scheduler), or fail where CI requires them."""
+    if os.environ.get("QOSGATE_REQUIRE_REAL_CLUSTER") == "1":
+        pytest.fail(f"QOSGATE_REQUIRE_REAL_CLUSTER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def manifests_copy(tmp: Path) -> Path:
+    """A copy of manifests/ (without anything generated) under `tmp`, to run documented commands in."""
     target = tmp / "manifests"
-    shutil.copytree(MANIFESTS, target, ignore=shutil.ignore_patterns(SELF_SIGNED_SECRET_FILE))
-    return target
+    shutil.copytree(MANIFESTS, target, ignore=shutil.ignore_patterns(GENERATED, "webhook-tls-secret.yaml"))
+    return tmp
 
 
-def documented_certs_command(path: Path) -> list[str]:
-    """The `CA_BUNDLE=$(qosgate certs generate …)` command line documented in `path` (YAML comments or
-    Markdown), continuation lines joined."""
+def documented_install(path: Path) -> tuple[list[str], str]:
+    """(the `qosgate certs generate …` argv, the `kubectl apply -k DIR` directory) documented in `path`
+    (YAML comments or Markdown), continuation lines joined. Exactly one of each must be documented."""
     lines = [line.lstrip("#").strip() for line in path.read_text().splitlines()]
-    text = " ".join(lines).replace("\\ ", " ")
-    match = re.search(r"CA_BUNDLE=\$\((qosgate certs generate[^)]*)\)", text)
-    assert match, f"{path} must document `CA_BUNDLE=$(qosgate certs generate …)`"
-    return match.group(1).split()
-
-
-def substitute_ca_bundle(overlay: Path, ca_bundle: str) -> None:
-    """What the documented `sed -i "s|caBundle: .*|caBundle: ${CA_BUNDLE}|" ca-bundle-*.yaml` does."""
-    for patch in sorted(overlay.glob("ca-bundle-*.yaml")):
-        patch.write_text(re.sub(r"caBundle: .*", f"caBundle: {ca_bundle}", patch.read_text()))
-
+    text = "\n".join(lines).replace("\\\n", " ")
+    generate = re.findall(r"^(qosgate certs generate [^\n#]*)", text, re.M)
+    assert len(set(generate)) == 1, f"{path} must document one `qosgate certs generate …` line, found {generate}"
+    applies = re.findall(r"^kubectl apply -k (manifests/overlays/self-signed)\s*$", text, re.M)
+    assert applies, f"{path} must document `kubectl apply -k manifests/overlays/self-signed`"
+    return generate[0].split(), applies[0]

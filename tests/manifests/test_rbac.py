@@ -8,6 +8,9 @@ from tests.manifests.helpers import EXTENDER, NAMESPACE, WEBHOOK, Obj, kinds, on
 CLUSTER = "*cluster*"
 ALL = None  # no resourceNames: every object of the resource
 LEASE = "qosgate-extender"
+AGENT = "qosgate-agent"
+AGENT_NAMESPACE = "qosgate-node"  # the node agent's own (privileged) namespace
+ACCOUNT_NAMESPACES = {WEBHOOK: NAMESPACE, EXTENDER: NAMESPACE, AGENT: AGENT_NAMESPACE}
 
 # (service account, where the grant applies, API group, resource, verb, resourceName)
 EXPECTED = {
@@ -32,11 +35,29 @@ EXPECTED = {
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "create", ALL),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "get", LEASE),
     (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "update", LEASE),
+    # extender: the node agents' report Leases (label-selected, one per node: no resourceNames), read-only
+    (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "list", ALL),
+    (EXTENDER, NAMESPACE, "coordination.k8s.io", "leases", "watch", ALL),
     # extender: the catalog (protectablePercent, accounting mode, classes), followed live: a watch narrowed
     # to the one object by a metadata.name field selector, which resourceNames can restrict
     (EXTENDER, NAMESPACE, "", "configmaps", "list", "qosgate-classes"),
     (EXTENDER, NAMESPACE, "", "configmaps", "watch", "qosgate-classes"),
+    # node agent (manifests/base/agent-rbac.yaml explains each): its node's pods (a field selector RBAC
+    # cannot express), its own Node, its report Lease in qosgate-system (the name is pinned by the
+    # ValidatingAdmissionPolicy, not RBAC), the catalog and the NRI plugin's config by name, events on Nodes.
+    (AGENT, CLUSTER, "", "pods", "list", ALL),
+    (AGENT, CLUSTER, "", "pods", "watch", ALL),
+    (AGENT, CLUSTER, "", "nodes", "get", ALL),
+    (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "create", ALL),
+    (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "get", ALL),
+    (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "update", ALL),
+    (AGENT, NAMESPACE, "", "configmaps", "get", "qosgate-classes"),
+    (AGENT, "kube-system", "", "configmaps", "get", "nri-memory-qos-config.default"),
+    (AGENT, "default", "", "events", "create", ALL),
 }
+# Writes outside qosgate-system, each on purpose: binding pods is the extender's job; Node events are
+# recorded in `default` (where kubelet's own Node events go).
+WRITES_ELSEWHERE = {(EXTENDER, CLUSTER, "pods/binding"), (AGENT, "default", "events")}
 
 
 def grants(objects: list[Obj]) -> set[tuple[str, str, str, str, str, str | None]]:
@@ -50,7 +71,8 @@ def grants(objects: list[Obj]) -> set[tuple[str, str, str, str, str, str | None]
         role = one(objects, ref["kind"], ref["name"], namespace if ref["kind"] == "Role" else None)
         assert not role.get("aggregationRule"), "aggregated roles would grant whatever else matches"
         for subject in binding["subjects"]:
-            assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE, subject
+            assert subject["kind"] == "ServiceAccount", subject
+            assert subject["namespace"] == ACCOUNT_NAMESPACES[subject["name"]], subject
             for rule in role["rules"]:
                 assert not rule.get("nonResourceURLs"), rule
                 names = rule.get("resourceNames") or [ALL]
@@ -79,12 +101,13 @@ def test_no_wildcards_and_no_unbound_roles(base: list[Obj]) -> None:
 
 
 def test_namespaced_writes_are_role_scoped(base: list[Obj]) -> None:
-    """Every write is confined to qosgate-system — except pods/binding, which is the extender's job."""
+    """Every write is confined to qosgate-system — except the listed few."""
     for account, scope, _, resource, verb, _ in EXPECTED:
-        if verb not in {"get", "list", "watch"} and resource != "pods/binding":
+        if verb not in {"get", "list", "watch"} and (account, scope, resource) not in WRITES_ELSEWHERE:
             assert scope == NAMESPACE, (account, resource, verb)
+    scopes = {scope for _, scope, *_ in EXPECTED} - {CLUSTER}
     for role in kinds(base, "Role"):
-        assert role["metadata"]["namespace"] == NAMESPACE
+        assert role["metadata"]["namespace"] in scopes
 
 
 def test_lease_names_match_the_extender_defaults(base: list[Obj]) -> None:

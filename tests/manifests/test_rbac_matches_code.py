@@ -89,5 +89,6 @@ def test_components_need_exactly_the_granted_permissions(serve, fake_api, tmp_pa
             g[:2] == (account, record.namespace) and g[2:5] == (record.api_group, resource, record.verb)
             for g in EXPECTED) else record.namespace
         used.add((account, scope, record.api_group, resource, record.verb))
-    expected = {grant[:5] for grant in EXPECTED}
+    # The node agent runs per node and is exercised in tests/agent; here: the webhook and the extender.
+    expected = {grant[:5] for grant in EXPECTED if grant[0] in ACCOUNTS.values()}
     assert expected - used - RARE_PATHS == set(), "granted but never needed: drop it or list its rare path"

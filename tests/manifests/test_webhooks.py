@@ -1,4 +1,5 @@
-"""Webhook configurations: DESIGN §6 settings, which resources and namespaces they see, and their object selectors."""
+"""Webhook configurations: architecture §7.2 settings, which resources and namespaces they see, and their
+object selectors."""
 
 from __future__ import annotations
 

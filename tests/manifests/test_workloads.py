@@ -8,7 +8,18 @@ from typing import Any
 import pytest
 
 from qosgate.cli.main import build_parser
-from tests.manifests.helpers import EXTENDER, NAMESPACE, REPO, TLS_SECRET, WEBHOOK, Obj, kinds, one, selector_matches
+from tests.manifests.helpers import (
+    CLIENT_SECRET,
+    EXTENDER,
+    NAMESPACE,
+    REPO,
+    TLS_SECRET,
+    WEBHOOK,
+    Obj,
+    kinds,
+    one,
+    selector_matches,
+)
 
 CERT_DIR = "/etc/qosgate/certs"
 # Deployment -> (replicas allowed, container, HTTPS port, health port, the flags `qosgate serve` gets).
@@ -43,10 +54,13 @@ def deployment(request: pytest.FixtureRequest, base: list[Obj]) -> Obj:
     return one(base, "Deployment", request.param, NAMESPACE)
 
 
-def test_exactly_the_two_deployments(installs: dict[str, list[Obj]]) -> None:
+def test_exactly_the_two_deployments_and_the_node_agent(installs: dict[str, list[Obj]]) -> None:
     for objects in installs.values():
         assert {d["metadata"]["name"] for d in kinds(objects, "Deployment")} == set(DEPLOYMENTS)
-        assert not kinds(objects, "DaemonSet") and not kinds(objects, "StatefulSet")
+        # The node agent's DaemonSet is tested with the agent (tests/agent).
+        assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in kinds(objects, "DaemonSet")] == [
+            ("qosgate-node", "qosgate-agent")]
+        assert not kinds(objects, "StatefulSet")
 
 
 def test_replicas_selector_and_service_account(deployment: Obj, base: list[Obj]) -> None:
@@ -114,8 +128,25 @@ def test_args_image_and_certificates(deployment: Obj) -> None:
     certs = mounts[CERT_DIR]
     assert certs.get("readOnly") is True and "subPath" not in certs  # subPath would freeze rotation
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[certs["name"]]["secret"]["secretName"] == TLS_SECRET
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]  # writable scratch under a read-only root
+    files = cert_dir_files(volumes[certs["name"]])
+    assert {f: files[f] for f in ("ca.crt", "tls.crt", "tls.key")} == {
+        "ca.crt": (TLS_SECRET, "ca.crt"), "tls.crt": (TLS_SECRET, "tls.crt"), "tls.key": (TLS_SECRET, "tls.key")}
+    if component == "extender":  # what a follower presents to the leader: a client certificate of the same CA
+        assert (files["client.crt"], files["client.key"]) == ((CLIENT_SECRET, "tls.crt"), (CLIENT_SECRET, "tls.key"))
+    else:
+        assert set(files) == {"ca.crt", "tls.crt", "tls.key"}
+
+
+def cert_dir_files(volume: Obj) -> dict[str, tuple[str, str]]:
+    """file in --cert-dir -> (Secret, key) it comes from, for a secret or projected volume."""
+    if "secret" in volume:
+        return {key: (volume["secret"]["secretName"], key) for key in ("ca.crt", "tls.crt", "tls.key")}
+    files = {}
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            files[item["path"]] = (source["secret"]["name"], item["key"])
+    return files
 
 
 def test_admin_groups(base: list[Obj]) -> None:
@@ -139,9 +170,17 @@ def test_spread_over_nodes(deployment: Obj) -> None:
 def test_rollout_strategies(base: list[Obj]) -> None:
     webhook = one(base, "Deployment", WEBHOOK)["spec"]["strategy"]
     assert webhook == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    # Only the Lease leader is ready: a surge pod could never become ready while the old leader lives.
+    # Every extender replica with synced caches is ready (followers relay to the leader): surge works too.
     extender = one(base, "Deployment", EXTENDER)["spec"]["strategy"]
-    assert extender == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert extender == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_extender_advertises_its_pod_address_to_the_followers(base: list[Obj]) -> None:
+    container = the_container(one(base, "Deployment", EXTENDER, NAMESPACE))
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_IP": "status.podIP"}  # `qosgate serve` reads both
+    parsed = build_parser().parse_args(container["args"])
+    assert parsed.leader_elect and parsed.extender_advertise_url is None  # derived from POD_IP
 
 
 def test_services_select_the_pods_and_target_https(base: list[Obj]) -> None:
@@ -169,7 +208,8 @@ def test_pod_disruption_budgets(base: list[Obj]) -> None:
     webhook = one(base, "PodDisruptionBudget", WEBHOOK)["spec"]
     replicas = one(base, "Deployment", WEBHOOK)["spec"]["replicas"]
     assert webhook["maxUnavailable"] == 1 and replicas - 1 >= 2  # still two serving during a drain
-    assert one(base, "PodDisruptionBudget", EXTENDER)["spec"]["minAvailable"] == 1
+    extender = one(base, "PodDisruptionBudget", EXTENDER)["spec"]
+    assert extender["maxUnavailable"] == 1 and one(base, "Deployment", EXTENDER)["spec"]["replicas"] >= 2
 
 
 def test_network_policies(base: list[Obj]) -> None:
@@ -182,7 +222,11 @@ def test_network_policies(base: list[Obj]) -> None:
         ingress_ports = {(p["port"], p.get("protocol", "TCP")) for rule in spec["ingress"] for p in rule["ports"]}
         assert ingress_ports == {(https_port, "TCP"), (health_port, "TCP")}
         egress = {(p["port"], p.get("protocol", "TCP")) for rule in spec["egress"] for p in rule["ports"]}
-        assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")}
+        peers = {(https_port, "TCP")} if name == EXTENDER else set()  # followers relay to the leader
+        assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")} | peers
+        for rule in spec["egress"]:
+            if https_port in {p["port"] for p in rule["ports"]}:
+                assert [selector_matches(peer["podSelector"], pod_labels(deployment)) for peer in rule["to"]] == [True]
         dns = [r for r in spec["egress"] if {p["port"] for p in r["ports"]} == {53}]
         assert dns and all(peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
                            for rule in dns for peer in rule["to"])
