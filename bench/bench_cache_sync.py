@@ -179,7 +179,11 @@ def child(args: argparse.Namespace) -> None:
         events_before = cache.pod_informer.events
         first_change: list[float] = []
         # The clock starts at the first delivered event: this measures the stream, not the parent's seeding.
-        cache.pods.subscribe(lambda old, new: first_change or first_change.append(time.perf_counter()))
+        def first(_old: object, _new: object) -> None:
+            if not first_change:
+                first_change.append(time.perf_counter())
+
+        cache.pods.subscribe(first)
         target_rv = int(sys.stdin.readline())  # the parent has seeded every change by now
         deadline = time.monotonic() + 600
         while int(cache.pod_informer.resource_version or 0) < target_rv and time.monotonic() < deadline:

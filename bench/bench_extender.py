@@ -1,49 +1,44 @@
-"""Scheduler-extender latency and throughput at cluster scale, next to a null extender on the same stack.
+"""The scheduler extender as served by `qosgate serve extender`, synced from a fake API holding a cluster.
 
-A child process serves both apps on one uvicorn + TLS server (two ports): the qosgate extender over
-watch caches holding --nodes nodes (5,000) and --pods bound pods (150,000) plus pending pods to bind, and
-the null extender (same FastAPI shell and codec, no decisions). This process is the client, on the other
-core. Printed, for null and qosgate side by side with their throughput ratio:
+Processes (bench/procs.py): the fake kube-apiserver (tests/fakeapi) in a side process, seeded with --nodes
+nodes (5,000), --pods bound pods (150,000) and pending pods to bind; `qosgate serve extender --kubeconfig …`
+(watch caches synced from it, binds through it — what kube-scheduler calls); the null extender served the
+same way (bench/nullserve.py: `null_extender_routes()`, client certificate required too); the load
+generator in its own process (bench/loadgen.py) presenting the cert dir's client pair (client.crt/key), as
+kube-scheduler does. Printed, null and qosgate side by side:
 
-- /filter with NodeNames of 500 (the scheduler's default sample at 5,000 nodes) and of 5,000 names
-  (percentageOfNodesToScore 100), and with the full `Nodes` form (every Node object in the body);
-- /prioritize with 500 names;
-- /bind with --bind-concurrency binds in flight. The binder is a stub that answers "bound" and feeds the
-  bound pod back into the pod store as the watch would (--api-latency adds a simulated API round trip),
-  so the figure is the extender's own cost: decode, re-check + reserve under the lock, settle, encode;
-- scheduling throughput: qosgate.simulate.driver driving filter (500 names) → prioritize → asynchronous binds
-  exactly as kube-scheduler does, in pods/s (target ≥ 700).
+- start → ready of the extender process (LIST of every node and pod, caches built) and its RSS after sync;
+- /filter with NodeNames of 500 (the scheduler's sample at 5,000 nodes; target p99 ≤ 3 ms) and of 5,000
+  (percentageOfNodesToScore 100; target p99 ≤ 15 ms), one call at a time as kube-scheduler makes them;
+- /prioritize with 500 names; /bind with --bind-concurrency binds in flight (real pods/binding calls);
+- scheduling throughput: qosgate.simulate driving filter (500 names) → prioritize → asynchronous binds as
+  kube-scheduler does, in pods/s, with the extender's CPU per pod.
 
-Targets: /filter p99 ≤ 3 ms with 500 names, ≤ 15 ms with 5,000.
-
-    python bench/bench_extender.py                                   # full size
-    python bench/bench_extender.py --nodes 500 --pods 15000 --smoke  # CI smoke
+    python bench/bench_extender.py            # full size
+    python bench/bench_extender.py --smoke    # seconds: proves the benchmark works (figures mean nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import gc
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loadgen import Result, closed_loop
-from qosgate.certs.generate import generate_certificates
+from bench.loadgen import LoadGen, Result, Target
+from bench.procs import EXTENDER_HOSTNAME, Proc, fake_api, make_certs, processes, serve_null, serve_qosgate
+from bench.report import Table, fetch
 
-HOSTNAME = "qosgate-extender.qosgate-system.svc"
 GI, MI = 2**30, 2**20
 PENDING_PREFIX = "pending-"
 
@@ -112,211 +107,152 @@ def pending_pod(i: int) -> dict[str, Any]:
     return pod_object(f"{PENDING_PREFIX}{i:06d}", f"pending-uid-{i}", rng.randint(1, 8) * 64 * MI, i % 5 == 0)
 
 
-# --- the server child -------------------------------------------------------------------------------------
-
-class StubBinder:
-    """Answers "bound" and shows the binding to the pod store at once, like an instant watch."""
-
-    def __init__(self, pods: Any, latency: float) -> None:
-        self.pods = pods
-        self.latency = latency
-
-    def bind(self, namespace: str, name: str, uid: str, node: str) -> Any:
-        from qosgate.extender.state import BindOutcome, BindResult
-
-        if self.latency:
-            time.sleep(self.latency)
-        if name.startswith(PENDING_PREFIX):
-            pod = pending_pod(int(name[len(PENDING_PREFIX):]))
-            pod["spec"]["nodeName"] = node
-            pod["status"]["phase"] = "Running"
-            self.pods.apply("MODIFIED", pod)
-        return BindResult(BindOutcome.BOUND)
-
-
-def serve(args: argparse.Namespace, cert_dir: str, port_file: str) -> None:
-    from qosgate.extender.app import create_extender_app, create_null_extender_app
-    from qosgate.extender.state import ExtenderSettings, ExtenderState
-    from qosgate.kube.store import NodeStore, PodStore
-    from qosgate.serving.tls import TLSServer
-
-    started = time.perf_counter()
-    nodes, pods = NodeStore(), PodStore("annotated")
-    nodes.replace([node_object(i) for i in range(args.nodes)], "1")
-    pods.replace(bound_pods(args.pods, args.nodes) + [pending_pod(i) for i in range(args.pending)], "2")
-    state = ExtenderState(pods, nodes, ExtenderSettings())
-    # 150,000 long-lived records: keep the cyclic GC from walking them on every collection (p99 spikes).
-    gc.collect()
-    gc.freeze()
-    print(f"[server] caches: {args.nodes} nodes, {len(pods)} pods in {time.perf_counter() - started:.1f}s",
-          file=sys.stderr)
-    server = TLSServer([(create_null_extender_app(), 0),
-                        (create_extender_app(state, StubBinder(pods, args.api_latency), lambda: True), 0)],
-                       cert_dir, host="127.0.0.1", configure_logging=False, access_log=False, log_level="warning")
-    ports = server.bind()
-    with open(port_file + ".tmp", "w") as handle:
-        handle.write(" ".join(map(str, ports)))
-    os.replace(port_file + ".tmp", port_file)
-    server.run()
+def seed_objects(nodes: str, pods: str, pending: str) -> list[dict[str, Any]]:
+    """The fake API's content (called in its process): namespaces, nodes, bound and pending pods."""
+    count = int(nodes)
+    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+                                     for n in ("qosgate-system", *(f"team-{i}" for i in range(50)))]
+    objects += [node_object(i) for i in range(count)]
+    objects += bound_pods(int(pods), count)
+    objects += [pending_pod(i) for i in range(int(pending))]
+    return objects
 
 
 # --- the client -------------------------------------------------------------------------------------------
 
-def filter_bodies(names: list[str], sample: int, count: int, form: str = "NodeNames") -> list[bytes]:
+def filter_bodies(names: list[str], sample: int, count: int) -> list[bytes]:
+    """NodeNames-form arguments (kube-scheduler with nodeCacheCapable: true) for pods never bound."""
     rng = random.Random(sample)
-    bodies = []
-    for i in range(count):
-        pod = pending_pod(10**6 + i)  # never bound: filter does not reserve, any pod will do
-        chosen = rng.sample(names, sample)
-        if form == "Nodes":
-            index = {n: j for j, n in enumerate(names)}
-            args = {"Pod": pod, "Nodes": {"metadata": {}, "items": [node_object(index[n]) for n in chosen]},
-                    "NodeNames": None}
-        else:
-            args = {"Pod": pod, "Nodes": None, "NodeNames": chosen}
-        bodies.append(orjson.dumps(args))
-    return bodies
+    return [orjson.dumps({"Pod": pending_pod(10**6 + i), "Nodes": None, "NodeNames": rng.sample(names, sample)})
+            for i in range(count)]
 
 
-def binding_bodies(first: int, count: int) -> list[bytes]:
+def binding_bodies(first: int, count: int, nodes: int) -> list[bytes]:
     bodies = []
     for i in range(first, first + count):
-        pod = pending_pod(i)
-        meta = pod["metadata"]
+        meta = pending_pod(i)["metadata"]
         bodies.append(orjson.dumps({"PodName": meta["name"], "PodNamespace": meta["namespace"],
-                                    "PodUID": meta["uid"], "Node": node_name(i % 997)}))
+                                    "PodUID": meta["uid"], "Node": node_name(i * 7919 % nodes)}))
     return bodies
 
 
-def line(label: str, null: Result, ours: Result, target: str = "") -> str:
+def side_by_side(label: str, null: Result, ours: Result, target: str = "") -> str:
     def ms(result: Result, p: float) -> str:
         return f"{result.percentile(p) * 1e3:7.2f}"
 
-    ratio = ours.throughput / null.throughput if null.throughput else float("nan")
-    errors = f"  errors {null.errors}/{ours.errors}" if null.errors or ours.errors else ""
-    return (f"{label:<30} {ms(null, 50)} {ms(null, 99)}   {ms(ours, 50)} {ms(ours, 99)}   "
-            f"{ratio:5.2f}   {target}{errors}")
+    errors = f"  errors {null.errors}/{ours.errors} {ours.statuses}" if null.errors or ours.errors else ""
+    return (f"  {label:<28} {ms(null, 50)} {ms(null, 99)}   {ms(ours, 50)} {ms(ours, 99)} {ms(ours, 99.9)}   "
+            f"{ours.throughput / null.throughput:5.2f}   {target}{errors}")
 
 
-async def latency(args: argparse.Namespace, ca_file: str, ports: list[int]) -> None:
-    null_port, our_port = ports
-    names = [node_name(i) for i in range(args.nodes)]
-    small = min(500, args.nodes)
-    cases = [
-        (f"/filter NodeNames {small}", "/filter", filter_bodies(names, small, 32), args.requests,
-         "p99 ≤ 3 ms" if small == 500 else ""),
-        *([(f"/filter NodeNames {args.nodes}", "/filter", filter_bodies(names, args.nodes, 4),
-            max(20, args.requests // 10), "p99 ≤ 15 ms" if args.nodes == 5000 else "")] if args.nodes > small else []),
-        (f"/filter Nodes form {args.nodes}", "/filter", filter_bodies(names, args.nodes, 1, "Nodes"),
-         args.nodes_form_requests, ""),
-        (f"/prioritize NodeNames {small}", "/prioritize", filter_bodies(names, small, 32), args.requests, ""),
-    ]
-    print(f"{'':<30} {'null p50':>7} {'p99':>7}   {'qosgate':>7} {'p99':>7}   ratio   (ms; ratio = qosgate/null "
-          "throughput)")
-    for label, path, bodies, requests, target in cases:
-        # Warm both servers, then measure null and qosgate back to back on the same bodies.
-        for port in ports:
-            await closed_loop(port, ca_file, HOSTNAME, path, bodies, 1, min(requests, 20))
-        null = await closed_loop(null_port, ca_file, HOSTNAME, path, bodies, 1, requests)
-        ours = await closed_loop(our_port, ca_file, HOSTNAME, path, bodies, 1, requests)
-        print(line(label, null, ours, target))
-    bodies = binding_bodies(0, args.bind_requests)
-    null = await closed_loop(null_port, ca_file, HOSTNAME, "/bind", bodies, args.bind_concurrency,
-                             args.bind_requests)
-    ours = await closed_loop(our_port, ca_file, HOSTNAME, "/bind", bodies, args.bind_concurrency,
-                             args.bind_requests)
-    print(line(f"/bind ({args.bind_concurrency} in flight)", null, ours,
-               f"api latency {args.api_latency * 1e3:.0f} ms" if args.api_latency else "stub API"))
+def simulate(args: argparse.Namespace, certs: Path, procs: dict[str, Proc], names: list[str]) -> list[str]:
+    """kube-scheduler's loop through qosgate.simulate: filter → prioritize → asynchronous binds."""
+    from qosgate.simulate.client import ExtenderClient
+    from qosgate.simulate.driver import Simulator
+    from qosgate.simulate.model import SimulationConfig
 
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux); 0.0 where unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def throughput(args: argparse.Namespace, ca_file: str, ports: list[int], server_pid: int) -> None:
-    from qosgate.simulate.driver import ExtenderClient, SimulationConfig, Simulator
-
-    names = [node_name(i) for i in range(args.nodes)]
+    config = SimulationConfig(nodes_per_filter=min(500, len(names)), bind_workers=args.bind_concurrency)
     first = args.bind_requests
-    pods = [pending_pod(i) for i in range(first, first + 2 * args.sim_pods)]
-    config = SimulationConfig(nodes_per_filter=min(500, args.nodes), bind_workers=args.bind_concurrency)
-    print(f"scheduling throughput: {args.sim_pods} pods per run, filter {config.nodes_per_filter} names → "
-          "prioritize → "
-          f"bind ({config.bind_workers} in flight); CPU ms per pod in each process, and the pods/s the "
-          "extender process could sustain on one core of its own")
-    runs = (("null extender", ports[0], True), ("qosgate extender", ports[1], True),
-            ("qosgate, no prioritize", ports[1], False))
-    offset = 0
-    for label, port, prioritize in runs:
-        client = ExtenderClient(f"https://127.0.0.1:{port}", ca_file, HOSTNAME)
-        run_config = dataclasses.replace(config, prioritize=prioritize)
-        # Fresh pending pods for each qosgate run (its binds are real to the caches); the null binds nothing.
-        batch = pods[offset:offset + args.sim_pods]
-        if port == ports[1]:
-            offset += args.sim_pods
-        server_before, client_before = cpu_seconds(server_pid), time.process_time()
-        report = Simulator(None, client, run_config).schedule(batch, names)
-        server_cpu = (cpu_seconds(server_pid) - server_before) / max(len(report.placed), 1)
-        client_cpu = (time.process_time() - client_before) / max(len(report.placed), 1)
+    lines = []
+    for label, proc in (("null extender", procs["null"]), ("qosgate extender", procs["qosgate"])):
+        client = ExtenderClient(f"https://127.0.0.1:{proc.ports['extender']}", str(certs / "ca.crt"),
+                                EXTENDER_HOSTNAME, cert_file=str(certs / "client.crt"),
+                                key_file=str(certs / "client.key"))
+        pods = [pending_pod(i) for i in range(first, first + args.sim_pods)]
+        if label.startswith("qosgate"):
+            first += args.sim_pods  # its binds are real: the next run needs fresh pods
+        server_before, client_before = proc.cpu_seconds(), time.process_time()
+        report = Simulator(None, client, dataclasses.replace(config)).schedule(pods, names)
+        placed = max(len(report.placed), 1)
+        server_cpu = (proc.cpu_seconds() - server_before) / placed
+        client_cpu = (time.process_time() - client_before) / placed
         client.close()
         capacity = f"{1 / server_cpu:6.0f}" if server_cpu else "     ?"
-        target = "  (target ≥ 700 pods/s)" if port == ports[1] else ""
-        print(f"  {label:<24} {report.pods_per_second:5.0f} pods/s end to end;  CPU/pod: extender "
-              f"{server_cpu * 1e3:5.2f} ms, simulator {client_cpu * 1e3:5.2f} ms;  extender-bound "
-              f"{capacity} pods/s{target}  (placed {len(report.placed)}, errors {len(report.errors)})")
+        lines.append(f"  {label:<18} {report.pods_per_second:6.0f} pods/s end to end;  CPU/pod: extender "
+                     f"{server_cpu * 1e3:5.2f} ms, simulator {client_cpu * 1e3:5.2f} ms;  extender-bound "
+                     f"{capacity} pods/s  (placed {len(report.placed)}, errors {len(report.errors)})")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods", type=int, default=150_000, help="bound pods in the caches")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per 500-name case")
-    parser.add_argument("--nodes-form-requests", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=2000, help="calls per 500-name case")
     parser.add_argument("--bind-requests", type=int, default=4000)
     parser.add_argument("--bind-concurrency", type=int, default=16)
-    parser.add_argument("--sim-pods", type=int, default=3000)
-    parser.add_argument("--api-latency", type=float, default=0.0, help="simulated binding POST latency (s)")
-    parser.add_argument("--smoke", action="store_true", help="tiny request counts (CI)")
-    parser.add_argument("--serve", nargs=2, metavar=("CERT_DIR", "PORT_FILE"), help=argparse.SUPPRESS)
-    parser.add_argument("--pending", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--sim-pods", type=int, default=2000)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): proves the benchmark works")
     args = parser.parse_args()
     if args.smoke:
-        args.requests, args.nodes_form_requests, args.bind_requests, args.sim_pods = 100, 3, 200, 200
-    if args.serve:
-        serve(args, *args.serve)
-        return
+        args.nodes, args.pods, args.requests, args.bind_requests, args.sim_pods = 200, 2000, 100, 200, 100
     pending = args.bind_requests + 2 * args.sim_pods
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = generate_certificates(os.path.join(tmp, "certs"), "qosgate-extender", "qosgate-system")
-        port_file = os.path.join(tmp, "ports")
-        command = [sys.executable, os.path.abspath(__file__), "--serve", str(paths.directory), port_file,
-                   "--nodes", str(args.nodes), "--pods", str(args.pods), "--pending", str(pending),
-                   "--api-latency", str(args.api_latency)]
-        child = subprocess.Popen(command)
-        try:
-            deadline = time.monotonic() + 600
-            while not os.path.exists(port_file):
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise SystemExit("benchmark server did not start")
-                time.sleep(0.1)
-            with open(port_file) as handle:
-                ports = [int(p) for p in handle.read().split()]
-            time.sleep(0.5)
-            print(f"cluster: {args.nodes} nodes, {args.pods} bound pods cached; server and client on separate "
-                  f"processes (cpus: {os.cpu_count()})")
-            asyncio.run(latency(args, str(paths.ca_cert), ports))
-            thread = threading.Thread(target=throughput, args=(args, str(paths.ca_cert), ports, child.pid))
-            thread.start()
-            thread.join()
-        finally:
-            child.terminate()
-            child.wait(timeout=60)
+    names = [node_name(i) for i in range(args.nodes)]
+    small = min(500, args.nodes)
+    results: list[tuple[str, Result, Result, str]] = []
+    with tempfile.TemporaryDirectory() as tmp, processes() as stack, LoadGen(1) as load:
+        work = Path(tmp)
+        certs = make_certs(work / "certs")
+        started = time.perf_counter()
+        api = fake_api(work, "bench.bench_extender:seed_objects", str(args.nodes), str(args.pods), str(pending))
+        stack.callback(api.stop)
+        seeded = time.perf_counter() - started
+        null = serve_null(certs, work, ["extender"])
+        stack.callback(null.stop)
+        qosgate = serve_qosgate("extender", certs, work, "--kubeconfig", api.info["kubeconfig"], ready_timeout=600)
+        stack.callback(qosgate.stop)
+        rss, peak = qosgate.rss_bytes(), qosgate.peak_rss_bytes()
+
+        def target(proc: Proc) -> Target:
+            return Target(proc.ports["extender"], str(certs / "ca.crt"), EXTENDER_HOSTNAME,
+                          str(certs / "client.crt"), str(certs / "client.key"))
+
+        ours, theirs = target(qosgate), target(null)
+        status, answer = fetch(ours, "/filter", filter_bodies(names, small, 1)[0])
+        assert status == 200 and b'"NodeNames"' in answer, answer[:300]
+        cases = [(f"/filter NodeNames {small}", "/filter", filter_bodies(names, small, 32), args.requests,
+                  "p99 <= 3 ms" if small == 500 else "")]
+        if args.nodes > small:
+            cases.append((f"/filter NodeNames {args.nodes}", "/filter", filter_bodies(names, args.nodes, 4),
+                          max(20, args.requests // 4), "p99 <= 15 ms" if args.nodes == 5000 else ""))
+        cases.append((f"/prioritize NodeNames {small}", "/prioritize", filter_bodies(names, small, 32),
+                      args.requests, ""))
+        for label, path, bodies, requests, goal in cases:
+            for t in (theirs, ours):  # warm both, then measure back to back on the same bodies
+                load.sequential(t, path, bodies, min(requests, 50))
+            results.append((label, load.sequential(theirs, path, bodies, requests),
+                            load.sequential(ours, path, bodies, requests), goal))
+        bodies = binding_bodies(0, args.bind_requests, args.nodes)
+        results.append((f"/bind ({args.bind_concurrency} in flight)",
+                        load.closed(theirs, "/bind", bodies, connections=args.bind_concurrency,
+                                    requests=args.bind_requests),
+                        load.closed(ours, "/bind", bodies, connections=args.bind_concurrency,
+                                    requests=args.bind_requests), "binds through the fake API"))
+        simulated = simulate(args, certs, {"null": null, "qosgate": qosgate}, names)
+
+    print(f"cluster: {args.nodes} nodes, {args.pods} bound pods (+{pending} pending) in the fake API (seeded in "
+          f"{seeded:.1f}s); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"`qosgate serve extender`: start → ready (caches synced) {qosgate.ready_seconds:.1f} s (null extender "
+          f"start → ready {null.ready_seconds:.1f} s); RSS after sync {rss / MI:.0f} MiB, peak {peak / MI:.0f} MiB")
+    print(f"  {'(ms; one call at a time)':<28} {'null p50':>7} {'p99':>7}   {'qosgate':>7} {'p99':>7} {'p99.9':>7}   "
+          "ratio   (ratio = qosgate/null throughput)")
+    for label, null_result, our_result, goal in results:
+        print(side_by_side(label, null_result, our_result, goal))
+    print(f"scheduling throughput: {args.sim_pods} pods per run, filter {min(500, args.nodes)} names → prioritize → "
+          f"bind ({args.bind_concurrency} in flight)")
+    for line in simulated:
+        print(line)
+
+    table = Table("extender")
+    table.add("initial sync (start → ready)", f"{qosgate.ready_seconds:.1f} s", None, "", None)
+    table.add("extender RSS after sync", f"{rss / MI:.0f} MiB (peak {peak / MI:.0f})", None, "", None)
+    for label, null_result, our_result, goal in [row for row in results if row[0].startswith("/filter")]:
+        p99 = our_result.percentile(99) * 1e3
+        limit = 3.0 if "<= 3" in goal else 15.0 if "<= 15" in goal else None
+        table.add(f"{label} p99", f"{p99:.2f} ms (null {null_result.percentile(99) * 1e3:.2f})",
+                  our_result.throughput / null_result.throughput, goal,
+                  None if limit is None else p99 <= limit and not our_result.errors)
+    table.print()
 
 
 if __name__ == "__main__":

@@ -1,150 +1,57 @@
-"""/validate throughput and latency over real HTTPS, with and without the cross-replica quota ledger, in one run.
+"""/validate as served by `qosgate serve webhook`, with the cross-replica quota ledger on a fake API, in one run.
 
-Three processes on loopback: the fake kube-apiserver (child), the webhook servers (child), the load generator
-(this process, bench/loadgen.py: closed loop at --concurrency keep-alive connections). Every review is a pod
-CREATE with a unique UID that asks for a quota'd class (listed with unlimited capacity, so every pod is
-admitted and every admission writes a reservation). Modes, one port each, measured in turn:
+Processes (bench/procs.py): the fake kube-apiserver (tests/fakeapi) in a side process, seeded with the
+namespaces and a quota ConfigMap per namespace (a quota'd class with unlimited capacity, so every pod is
+admitted and every admission writes a reservation to the namespace's ledger ConfigMap); `qosgate serve
+webhook --kubeconfig …` (cluster mode: pod and quota caches, ledger, group commit — what a replica runs);
+`qosgate serve webhook --local` (checks only, no quotas); the null webhook served the same way
+(bench/nullserve.py, reviews posted to its /mutate); the load generator in its own process (bench/loadgen.py).
 
-  checks-only     static checks only (no quota engine)
-  quota-local     quota engine, in-process reservations (one replica)
-  quota-ledger    quota engine + ledger ConfigMap on the fake API (what several replicas run), validator in the
-                  thread pool (qosgate.webhook.validate.add_validate_route)
-  ledger-inline   the same engine called on the event loop (create_webhook_app(validate=...)), for comparison
+Every review is a pod CREATE with a unique UID. Nothing creates the pods afterwards, so reservations are
+never observed; `--reservation-ttl` (default 5 s, the production observed-grace) bounds the ledger to what
+it holds in production at the same rate (pods observed within milliseconds, pruned after the grace).
 
-The informer is simulated: each admitted pod is applied to the replica's PodStore ~10 ms later, as the watch
-would deliver it, so observed reservations get pruned as in production (--observed-grace, default 1 s).
+Figures: closed-loop throughput at --concurrency connections; p99 under an open-loop arrival rate (--rate,
+default 200 req/s: a busy cluster's pod creation rate; target for the ledger ≤ 15 ms); the quota engine's
+batches, ledger conflicts and unavailable decisions from the webhook's /metrics.
 
-    python bench/bench_validate.py                                          # full run
-    python bench/bench_validate.py --requests 300 --warmup 100 --seconds 1  # CI smoke
-
-Two loads per mode: a closed loop at --concurrency connections (throughput; by Little's law its latency is
-concurrency / throughput, mostly queueing), and an open loop at --rate req/s with up to --concurrency requests
-in flight (latency as the apiserver sees it at that arrival rate; the p99 target of 15 ms applies here).
+    python bench/bench_validate.py            # full run
+    python bench/bench_validate.py --smoke    # seconds: proves the benchmark works (figures mean nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
+import http.client
 import os
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loadgen import Result, closed_loop, open_loop
+from bench.loadgen import LoadGen, Result, Target
+from bench.procs import WEBHOOK_HOSTNAME, Proc, fake_api, make_certs, processes, serve_null, serve_qosgate
+from bench.report import Table, fetch
 
-HOSTNAME = "qosgate-webhook.qosgate-system.svc"
-MODES = ("checks-only", "quota-local", "quota-ledger", "ledger-inline")
 QUOTA_YAML = "pod:\n- name: memory-qos\n  classes:\n  - {name: gold}\n  - {name: silver}\n"
 
 
-# --- the fake API server child --------------------------------------------------------------------------
+def seed_objects(namespaces: str) -> list[dict[str, Any]]:
+    """The fake API's content (called in its process): namespaces and one quota ConfigMap in each."""
+    names = [f"team-{i}" for i in range(int(namespaces))]
+    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+                                     for n in ("qosgate-system", *names)]
+    objects += [{"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "quota", "namespace": n, "labels": {"qosgate.io/quota": "true"}},
+                 "data": {"quota.yaml": QUOTA_YAML}} for n in names]
+    return objects
 
-def run_fake_api(kubeconfig: str, namespaces: int) -> None:
-    from tests.fakeapi import FakeAPIServer
-
-    api = FakeAPIServer().start()
-    api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-             for n in ("qosgate-system", *(f"team-{i}" for i in range(namespaces))))
-    api.write_kubeconfig(kubeconfig + ".tmp")
-    os.replace(kubeconfig + ".tmp", kubeconfig)
-    threading.Event().wait()  # until terminated
-
-
-# --- the webhook server child ---------------------------------------------------------------------------
-
-def _simulated_watch(store: Any) -> queue.Queue:
-    """Deliver admitted pods to the store shortly after admission, like the pod informer would."""
-    pending: queue.Queue = queue.Queue()
-
-    def run() -> None:
-        while True:
-            due, pod = pending.get()
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            store.apply("ADDED", pod)
-
-    threading.Thread(target=run, daemon=True, name="simulated-watch").start()
-    return pending
-
-
-def _stats_endpoint(engine: Any, books: Any) -> Any:
-    from fastapi import Response
-
-    async def stats() -> Response:
-        out: dict[str, Any] = {}
-        if engine is not None:
-            ledger = books("team-0")
-            out = {"batches": engine.stats.batches, "batched": engine.stats.batched_requests,
-                   "admitted": engine.stats.admitted, "unavailable": engine.stats.unavailable,
-                   "conflicts": getattr(ledger, "conflicts", 0), "writes": getattr(ledger, "writes", 0),
-                   "entries": len(ledger.read())}
-        return Response(orjson.dumps(out), media_type="application/json")
-
-    return stats
-
-
-def serve(cert_dir: str, port_file: str, kubeconfig: str, observed_grace: float) -> None:
-    from qosgate.core.catalog import CatalogHolder
-    from qosgate.core.quota import load_quota_yaml
-    from qosgate.kube.config import load_api_client
-    from qosgate.kube.store import PodStore
-    from qosgate.serving.tls import TLSServer
-    from qosgate.webhook.app import create_webhook_app
-    from qosgate.webhook.quota.books import ledger_books, local_books
-    from qosgate.webhook.quota.engine import QuotaEngine
-    from qosgate.webhook.quota.source import StaticQuotas
-    from qosgate.webhook.validate import Validator, add_validate_route
-
-    api_client = load_api_client(kubeconfig)
-    quotas = StaticQuotas({"*": [load_quota_yaml(QUOTA_YAML, "bench quota")]})
-    holder = CatalogHolder()
-    apps = []
-    for mode in MODES:
-        store = PodStore()
-        store.replace([], "1")
-        engine = books = None
-        if mode != "checks-only":
-            books = local_books() if mode == "quota-local" else ledger_books(api_client)
-            engine = QuotaEngine(store, quotas, books, observed_grace=observed_grace)
-        watch = _simulated_watch(store)
-
-        class Observed(Validator):
-            def __call__(self, request: Any, watch: queue.Queue = watch) -> Any:
-                response = super().__call__(request)
-                if response.allowed and request.operation == "CREATE" and request.object is not None:
-                    watch.put((time.monotonic() + 0.01, request.object))
-                return response
-
-        validator = Observed(holder, engine)
-        if mode == "ledger-inline":
-            app = create_webhook_app(holder, validate=validator)
-        else:
-            app = create_webhook_app(holder)
-            add_validate_route(app, validator)
-
-        app.add_api_route("/bench-stats", _stats_endpoint(engine, books if engine else None), methods=["GET"])
-        apps.append((app, 0))
-    server = TLSServer(apps, cert_dir, host="127.0.0.1", configure_logging=False, access_log=False)
-    ports = server.bind()
-    with open(port_file + ".tmp", "w") as handle:
-        handle.write(" ".join(map(str, ports)))
-    os.replace(port_file + ".tmp", port_file)
-    server.run()
-
-
-# --- the load generator (this process) ------------------------------------------------------------------
 
 def review_bodies(count: int, namespaces: int) -> list[bytes]:
     """Pod CREATE reviews as the validating webhook sees them: mutated, with a fresh UID each."""
@@ -177,10 +84,10 @@ def review_bodies(count: int, namespaces: int) -> list[bytes]:
     for i in range(count):
         obj = copy.deepcopy(template)
         namespace = f"team-{i % namespaces}"
-        obj["metadata"].update(name=f"web-{i}", namespace=namespace, uid=str(uuid.uuid4()))
+        obj["metadata"].update(name=f"web-{uuid.uuid4().hex[:10]}", namespace=namespace, uid=str(uuid.uuid4()))
         review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"}, "name": f"web-{i}",
+            "resource": {"group": "", "version": "v1", "resource": "pods"}, "name": obj["metadata"]["name"],
             "namespace": namespace, "operation": "CREATE",
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
             "object": obj, "oldObject": None, "dryRun": False}}
@@ -188,116 +95,133 @@ def review_bodies(count: int, namespaces: int) -> list[bytes]:
     return bodies
 
 
-def _stats(port: int, ca_file: str) -> dict[str, Any]:
-    from tests.support.tls import https_client
-
-    with https_client(os.path.dirname(ca_file), port, timeout=10) as client:
-        return client.get("/bench-stats").json()
-
-
-def _describe(before: dict[str, Any], after: dict[str, Any]) -> str:
-    batches = after["batches"] - before["batches"]
-    batched = after["batched"] - before["batched"]
-    return (f"admitted {after['admitted'] - before['admitted']}, {batches} batches "
-            f"(avg {batched / max(batches, 1):.1f} requests), ledger writes {after['writes'] - before['writes']}, "
-            f"409s {after['conflicts'] - before['conflicts']}, entries at end {after['entries']}, "
-            f"unavailable {after['unavailable'] - before['unavailable']}")
-
-
-async def measure(args: argparse.Namespace, ca_file: str, ports: list[int]) -> None:
-    closed: dict[str, Result] = {}
-    opened: dict[str, Result] = {}
-    extra: dict[str, str] = {}
-    modes = [m for m in MODES if m in args.modes]
-    for mode, port in zip(MODES, ports, strict=True):
-        if mode not in modes:
-            continue
-        # The inline mode serialises every ledger round trip on the event loop: fewer requests keep it short.
-        requests = args.requests if mode != "ledger-inline" else max(args.requests // 5, 50)
-        warm = review_bodies(args.warmup, args.namespaces)
-        await closed_loop(port, ca_file, HOSTNAME, "/validate", warm, args.concurrency, len(warm))
-        before = _stats(port, ca_file)
-        bodies = review_bodies(requests, args.namespaces)
-        closed[mode] = await closed_loop(port, ca_file, HOSTNAME, "/validate", bodies, args.concurrency, requests)
-        after = _stats(port, ca_file)
-        if after:
-            extra[mode] = _describe(before, after)
-        bodies = review_bodies(int(args.rate * args.seconds) + 1, args.namespaces)
-        opened[mode] = await open_loop(port, ca_file, HOSTNAME, "/validate", bodies, args.rate, args.seconds,
-                                       max_connections=args.concurrency)
-    print(f"/validate over HTTPS, pod CREATE reviews asking for a quota'd class, {args.namespaces} namespace(s); "
-          f"fake API and webhooks in 2 child processes, this load generator, {os.cpu_count()} CPU(s)")
-    print(f"closed loop, {args.concurrency} concurrent connections ({args.requests} requests per mode, "
-          f"ledger-inline {max(args.requests // 5, 50)}; after {args.warmup} warm-up):")
-    for mode in modes:
-        print(closed[mode].line(f"  {mode}"))
-        if mode in extra:
-            print(f"  {'':<34} {extra[mode]}")
-    print(f"open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s, up to {args.concurrency} concurrent "
-          "(latency includes queueing):")
-    for mode in modes:
-        print(opened[mode].line(f"  {mode}"))
-    if "quota-ledger" not in opened:
-        return
-    p99 = opened["quota-ledger"].percentile(99) * 1e3
-    print(f"  quota-ledger p99 {p99:.2f} ms at {args.rate:.0f} req/s (target <= 15 ms): "
-          f"{'met' if p99 <= 15 else 'NOT met'}")
+def quota_metrics(proc: Proc) -> dict[str, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", proc.ports["health"], timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    wanted = ("qosgate_quota_admissions", "qosgate_quota_batches", "qosgate_quota_batched_requests",
+              "qosgate_ledger_conflicts_total")
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            name, _, value = line.rpartition(" ")
+            key = name.replace('qosgate_quota_admissions{outcome="', "admissions_").replace('"}', "")
+            found[key.split("{")[0]] = found.get(key.split("{")[0], 0.0) + float(value)
+    return found
 
 
-def _wait_for(path: str, child: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path):
-        if time.monotonic() > deadline or child.poll() is not None:
-            raise SystemExit(f"{what} did not start")
-        time.sleep(0.05)
+def ledger_round_trip(kubeconfig: str, namespace: str = "team-0", count: int = 20) -> tuple[int, float]:
+    """The fake API's own cost per ledger write: entries in the ledger ConfigMap, median ms of GET + PUT.
+
+    Every group-commit batch pays at least this; kube-apiserver pays far less for the same object."""
+    import statistics
+    import time
+
+    from qosgate.kube.config import load_api_client
+    from qosgate.kube.rest import request_json
+    from qosgate.webhook.quota.books import ledger_name
+
+    api = load_api_client(kubeconfig)
+    path = f"/api/v1/namespaces/qosgate-system/configmaps/{ledger_name(namespace)}"
+    times, entries = [], 0
+    for _ in range(count):
+        started = time.perf_counter()
+        ledger = request_json(api, "GET", path)
+        request_json(api, "PUT", path, body=ledger)
+        times.append(time.perf_counter() - started)
+        entries = len(ledger.get("data") or {})
+    return entries, statistics.median(times) * 1e3
+
+
+def describe(before: dict[str, float], after: dict[str, float]) -> str:
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    batches = delta("qosgate_quota_batches")
+    return (f"admitted {delta('admissions_admitted'):.0f}, unavailable {delta('admissions_unavailable'):.0f}, "
+            f"{batches:.0f} ledger batches (avg {delta('qosgate_quota_batched_requests') / max(batches, 1):.1f} "
+            f"requests), 409 conflicts {delta('qosgate_ledger_conflicts_total'):.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=5000, help="measured reviews per mode")
+    parser.add_argument("--requests", type=int, default=5000, help="closed-loop reviews per server")
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=200.0,
-                        help="open-loop arrival rate, req/s (default 200: a busy cluster's pod creation rate)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="open-loop duration per mode")
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop arrival rate, req/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration per server")
     parser.add_argument("--namespaces", type=int, default=1,
                         help="spread the pods over this many namespaces (1 = every admission contends on one ledger)")
-    parser.add_argument("--observed-grace", type=float, default=1.0,
-                        help="seconds an observed reservation stays in the ledger (production default 5)")
-    parser.add_argument("--modes", type=lambda v: v.split(","), default=list(MODES),
-                        help=f"comma-separated subset of {','.join(MODES)}")
-    parser.add_argument("--serve", nargs=3, metavar=("CERT_DIR", "PORT_FILE", "KUBECONFIG"), help=argparse.SUPPRESS)
-    parser.add_argument("--fake-api", metavar="KUBECONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--reservation-ttl", type=float, default=5.0)
+    parser.add_argument("--loadgen-processes", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="tiny counts (CI): proves the benchmark works")
     args = parser.parse_args()
-    if args.fake_api:
-        run_fake_api(args.fake_api, args.namespaces)
-        return
-    if args.serve:
-        serve(*args.serve, args.observed_grace)
-        return
+    if args.smoke:
+        args.requests, args.warmup, args.seconds, args.rate = 300, 100, 1.0, 100.0
 
-    from qosgate.certs.generate import ensure_certificates
+    closed: dict[str, Result] = {}
+    opened: dict[str, Result] = {}
+    extra: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp, processes() as stack, LoadGen(args.loadgen_processes) as load:
+        work = Path(tmp)
+        certs = make_certs(work / "certs")
+        ca = str(certs / "ca.crt")
+        api = fake_api(work, "bench.bench_validate:seed_objects", str(args.namespaces))
+        stack.callback(api.stop)
+        servers: dict[str, Proc] = {
+            "null": serve_null(certs, work, ["webhook"]),
+            "checks only (--local)": serve_qosgate("webhook", certs, work, "--local"),
+            "quota ledger (cluster)": serve_qosgate("webhook", certs, work, "--kubeconfig", api.info["kubeconfig"],
+                                                    "--reservation-ttl", str(args.reservation_ttl)),
+        }
+        for proc in servers.values():
+            stack.callback(proc.stop)
+        sample = review_bodies(1, args.namespaces)[0]
+        for name, proc in servers.items():
+            target = Target(proc.ports["webhook"], ca, WEBHOOK_HOSTNAME)
+            path = "/mutate" if name == "null" else "/validate"
+            status, answer = fetch(target, path, sample)
+            assert status == 200 and b'"allowed":true' in answer, (name, answer[:300])
+            load.closed(target, path, review_bodies(args.warmup, args.namespaces), connections=args.concurrency,
+                        requests=args.warmup)
+            quota = name.startswith("quota")
+            before = quota_metrics(proc) if quota else {}
+            closed[name] = load.closed(target, path, review_bodies(args.requests, args.namespaces),
+                                       connections=args.concurrency, requests=args.requests)
+            bodies = review_bodies(int(args.rate * args.seconds) + 1, args.namespaces)
+            opened[name] = load.open(target, path, bodies, rate=args.rate, seconds=args.seconds,
+                                     connections=args.concurrency)
+            if quota:
+                entries, round_trip = ledger_round_trip(api.info["kubeconfig"])
+                extra[name] = (describe(before, quota_metrics(proc)) + f"; fake API GET+PUT of the ledger "
+                               f"({entries} entries): median {round_trip:.1f} ms")
 
-    me = os.path.abspath(__file__)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_dir = os.path.join(tmp, "certs")
-        ensure_certificates(cert_dir, "qosgate-webhook", "qosgate-system")
-        kubeconfig, port_file = os.path.join(tmp, "kubeconfig"), os.path.join(tmp, "ports")
-        children = [subprocess.Popen([sys.executable, me, "--fake-api", kubeconfig,
-                                      "--namespaces", str(args.namespaces)])]
-        try:
-            _wait_for(kubeconfig, children[0], "fake API server")
-            children.append(subprocess.Popen([sys.executable, me, "--serve", cert_dir, port_file, kubeconfig,
-                                              "--observed-grace", str(args.observed_grace)]))
-            _wait_for(port_file, children[1], "webhook server")
-            with open(port_file) as handle:
-                ports = [int(p) for p in handle.read().split()]
-            time.sleep(0.5)
-            asyncio.run(measure(args, os.path.join(cert_dir, "ca.crt"), ports))
-        finally:
-            for child in reversed(children):
-                child.terminate()
-                child.wait(timeout=30)
+    load_average = os.getloadavg()[0]
+    print(f"/validate over HTTPS: pod CREATE reviews asking for a quota'd class, {args.namespaces} namespace(s), "
+          f"reservation TTL {args.reservation_ttl:.0f} s; {os.cpu_count()} CPUs, load average {load_average:.1f}")
+    print(f"closed loop, {args.concurrency} keep-alive connections, {args.requests} reviews per server:")
+    for name, result in closed.items():
+        print(result.line(f"  {name}"))
+    print(f"open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s, up to {args.concurrency} in flight "
+          "(latency from the scheduled arrival):")
+    for name, result in opened.items():
+        print(result.line(f"  {name}"))
+        if name in extra:
+            print(f"  {'':<30} {extra[name]}")
+    table = Table("webhook /validate")
+    ledger = opened["quota ledger (cluster)"]
+    p99 = ledger.percentile(99) * 1e3
+    local = opened["checks only (--local)"].percentile(99) * 1e3
+    table.add(f"ledger p99 at {args.rate:.0f} req/s open loop", f"{p99:.2f} ms (null "
+              f"{opened['null'].percentile(99) * 1e3:.2f}, local {local:.2f})", None,
+              "<= 15 ms", p99 <= 15 and not ledger.errors)
+    table.add("ledger closed-loop throughput vs null", f"{closed['quota ledger (cluster)'].throughput:.0f} / "
+              f"{closed['null'].throughput:.0f} req/s",
+              closed["quota ledger (cluster)"].throughput / closed["null"].throughput, "", None)
+    table.print()
 
 
 if __name__ == "__main__":

@@ -1,47 +1,37 @@
-"""/mutate throughput and latency vs a null webhook on the same FastAPI + uvicorn + TLS stack, in one run.
+"""/mutate as served by `qosgate serve webhook --local`, next to the null webhook served the same way, in one run.
 
-The servers run in a child process (one core), the load generator here (the other core). Prints
-admissions/s, p50/p99 for a closed loop at --concurrency connections, and p99 under a fixed open-loop
-rate, for the null webhook and /mutate side by side, plus the throughput ratio (target ≥ 0.8).
+Processes (bench/procs.py): `qosgate serve webhook --local` (what a user runs), bench/nullserve.py (the same
+qosgate.serving Server/Listener/TLS/uvloop path with `null_webhook_routes()`: decode, allow, encode), a bare
+TLS server with TCP_NODELAY and one write per response (the floor of a round trip), and the load generator
+in its own process(es) on uvloop (bench/loadgen.py), whose CPU is measured so it is never silently the
+bottleneck. Figures:
 
-    python bench/bench_webhook.py                # full run
-    python bench/bench_webhook.py --requests 2000 --seconds 2   # smoke
+* throughput: closed loop at --concurrency keep-alive connections, best of --rounds interleaved rounds;
+  ratio qosgate/null (target ≥ 0.8), and each server's CPU per request (from /proc)
+* p99 under a fixed open-loop arrival rate (--rate, default 1,000 req/s; target ≤ 5 ms)
+* keep-alive latency: one connection, one request at a time; median vs the null webhook (TCP_NODELAY, TLS,
+  same stack; target within 4×) and vs the bare TCP_NODELAY TLS server (the floor; for information)
+
+    python bench/bench_webhook.py            # full run
+    python bench/bench_webhook.py --smoke    # seconds: proves the benchmark works (figures mean nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
+from pathlib import Path
 
 import orjson
-from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loadgen import closed_loop, open_loop
-from qosgate.certs.generate import ensure_certificates
-
-HOSTNAME = "qosgate-webhook.qosgate-system.svc"
-
-
-def null_webhook_app() -> FastAPI:
-    """Same stack, no logic: decode the review, echo the uid, allow."""
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
-        review = orjson.loads(await request.body())
-        return Response(orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                                      "response": {"uid": review["request"]["uid"], "allowed": True}}),
-                        media_type="application/json")
-
-    return app
+from bench.loadgen import LoadGen, Result, Target
+from bench.procs import WEBHOOK_HOSTNAME, Proc, bare_tls, make_certs, processes, serve_null, serve_qosgate
+from bench.report import Table, fetch
 
 
 def review_bodies(count: int = 64) -> list[bytes]:
@@ -74,78 +64,104 @@ def review_bodies(count: int = 64) -> list[bytes]:
     return bodies
 
 
-def serve(cert_dir: str, port_file: str) -> None:
-    from qosgate.core.catalog import CatalogHolder
-    from qosgate.serving.tls import TLSServer
-    from qosgate.webhook.app import create_webhook_app
+def closed_rounds(load: LoadGen, servers: dict[str, tuple[Proc, Target]], bodies: list[bytes],
+                  args: argparse.Namespace) -> dict[str, tuple[Result, float]]:
+    """Best round per server (interleaved, so drift on a noisy machine hits both alike) and its CPU/request."""
+    best: dict[str, tuple[Result, float]] = {}
+    for _ in range(args.rounds):
+        for name, (proc, target) in servers.items():
+            cpu = proc.cpu_seconds()
+            result = load.closed(target, "/mutate", bodies, connections=args.concurrency, requests=args.requests)
+            per_request = (proc.cpu_seconds() - cpu) / result.requests
+            if name not in best or result.throughput > best[name][0].throughput:
+                best[name] = (result, per_request)
+    return best
 
-    server = TLSServer([(null_webhook_app(), 0), (create_webhook_app(CatalogHolder()), 0)], cert_dir,
-                       host="127.0.0.1", configure_logging=False, access_log=False)
-    ports = server.bind()
-    with open(port_file + ".tmp", "w") as handle:
-        handle.write(" ".join(map(str, ports)))
-    os.replace(port_file + ".tmp", port_file)
-    server.run()
 
-
-async def measure(args: argparse.Namespace, ca_file: str, ports: list[int]) -> None:
-    bodies = review_bodies()
-    null_port, mutate_port = ports
-    # Warm both (JIT-free Python still warms caches, TLS sessions, allocator).
-    for port in ports:
-        await closed_loop(port, ca_file, HOSTNAME, "/mutate", bodies, args.concurrency, min(args.requests, 2000))
-    rounds = {"null": [], "mutate": []}
-    for _ in range(args.rounds):  # interleave so drift on a noisy machine hits both alike
-        rounds["null"].append(await closed_loop(null_port, ca_file, HOSTNAME, "/mutate", bodies,
-                                                args.concurrency, args.requests))
-        rounds["mutate"].append(await closed_loop(mutate_port, ca_file, HOSTNAME, "/mutate", bodies,
-                                                  args.concurrency, args.requests))
-    best = {k: max(v, key=lambda r: r.throughput) for k, v in rounds.items()}
-    print(f"closed loop, {args.concurrency} concurrent connections, {args.requests} requests per round, "
-          f"best of {args.rounds}:")
-    print(best["null"].line("  null webhook"))
-    print(best["mutate"].line("  qosgate /mutate"))
-    ratio = best["mutate"].throughput / best["null"].throughput
-    print(f"  throughput ratio mutate/null: {ratio:.2f}  (target >= 0.80)")
-    rate = args.rate or 0.5 * best["null"].throughput
-    print(f"open loop at {rate:.0f} req/s for {args.seconds:.0f} s (latency includes queueing):")
-    for label, port in (("null webhook", null_port), ("qosgate /mutate", mutate_port)):
-        result = await open_loop(port, ca_file, HOSTNAME, "/mutate", bodies, rate, args.seconds,
-                                 max_connections=args.concurrency)
-        print(result.line(f"  {label}"))
-    print("  (target: /mutate p99 <= 5 ms)")
+def keepalive(load: LoadGen, targets: dict[str, Target], bodies: list[bytes], requests: int,
+              rounds: int) -> dict[str, Result]:
+    merged: dict[str, list[Result]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            merged[name].append(load.sequential(target, "/mutate", bodies, max(requests // rounds, 1)))
+    return {name: Result(sum(r.requests for r in parts), sum(r.seconds for r in parts),
+                         [x for r in parts for x in r.latencies], sum(r.errors for r in parts),
+                         sum(r.cpu_seconds for r in parts)) for name, parts in merged.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=50, help="closed-loop keep-alive connections")
+    parser.add_argument("--requests", type=int, default=20_000, help="closed-loop requests per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=0.0, help="open-loop rate (default: half the null throughput)")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--serve", nargs=2, metavar=("CERT_DIR", "PORT_FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop arrival rate, req/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration")
+    parser.add_argument("--sequential", type=int, default=3000, help="keep-alive round trips per server")
+    parser.add_argument("--loadgen-processes", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--smoke", action="store_true", help="tiny counts (CI): proves the benchmark works")
     args = parser.parse_args()
-    if args.serve:
-        serve(*args.serve)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_dir = os.path.join(tmp, "certs")
-        ensure_certificates(cert_dir, "qosgate-webhook", "qosgate-system")
-        port_file = os.path.join(tmp, "ports")
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", cert_dir, port_file])
-        try:
-            deadline = time.monotonic() + 30
-            while not os.path.exists(port_file):
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise SystemExit("benchmark server did not start")
-                time.sleep(0.05)
-            with open(port_file) as handle:
-                ports = [int(p) for p in handle.read().split()]
-            time.sleep(0.5)
-            asyncio.run(measure(args, os.path.join(cert_dir, "ca.crt"), ports))
-        finally:
-            child.terminate()
-            child.wait(timeout=30)
+    if args.smoke:
+        args.requests, args.rounds, args.rate, args.seconds, args.sequential = 300, 1, 200.0, 0.5, 100
+
+    with tempfile.TemporaryDirectory() as tmp, processes() as stack, LoadGen(args.loadgen_processes) as load:
+        work = Path(tmp)
+        certs = make_certs(work / "certs")
+        ca = str(certs / "ca.crt")
+        qosgate = serve_qosgate("webhook", certs, work, "--local")
+        stack.callback(qosgate.stop)
+        null = serve_null(certs, work, ["webhook"])
+        stack.callback(null.stop)
+        bodies = review_bodies()
+        ours = Target(qosgate.ports["webhook"], ca, WEBHOOK_HOSTNAME)
+        theirs = Target(null.ports["webhook"], ca, WEBHOOK_HOSTNAME)
+        status, sample = fetch(ours, "/mutate", bodies[1])
+        assert status == 200 and b'"patch"' in sample, sample[:300]
+        bare = bare_tls(certs, work, sample)
+        stack.callback(bare.stop)
+        floor = Target(bare.ports["bare"], ca, WEBHOOK_HOSTNAME)
+        for target in (ours, theirs):  # warm: TLS sessions, allocator, caches
+            load.closed(target, "/mutate", bodies, connections=args.concurrency, requests=min(args.requests, 2000))
+
+        servers = {"null": (null, theirs), "qosgate": (qosgate, ours)}
+        closed = closed_rounds(load, servers, bodies, args)
+        opened = {name: load.open(target, "/mutate", bodies, rate=args.rate, seconds=args.seconds,
+                                  connections=args.concurrency) for name, (_proc, target) in servers.items()}
+        sequential = keepalive(load, {"bare": floor, "null": theirs, "qosgate": ours}, bodies, args.sequential,
+                               rounds=5 if not args.smoke else 1)
+
+    print(f"/mutate, `qosgate serve webhook --local` vs the null webhook served the same way; {os.cpu_count()} CPUs, "
+          f"load generator: {args.loadgen_processes} process(es) on uvloop")
+    print(f"closed loop, {args.concurrency} keep-alive connections, {args.requests} requests per round, "
+          f"best of {args.rounds}:")
+    for name in ("null", "qosgate"):
+        result, cpu = closed[name]
+        print(result.line(f"  {name}") + f"  server CPU {cpu * 1e6:5.0f} µs/req")
+    print(f"open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s, up to {args.concurrency} in flight "
+          "(latency from the scheduled arrival):")
+    for name in ("null", "qosgate"):
+        print(opened[name].line(f"  {name}"))
+    print(f"keep-alive round trips, one connection, one request at a time ({args.sequential} per server):")
+    for name in ("bare", "null", "qosgate"):
+        print(sequential[name].line(f"  {name}"))
+    saturated = [r for r, _ in closed.values() if r.saturated] + [r for r in opened.values() if r.saturated]
+    if saturated:
+        print(f"  WARNING: the load generator was busy {max(r.busy for r in saturated):.0%}: throughput figures "
+              "may be the generator's limit, not the server's (raise --loadgen-processes)")
+
+    table = Table("webhook /mutate")
+    ratio = closed["qosgate"][0].throughput / closed["null"][0].throughput
+    table.add("throughput qosgate/null", f"{closed['qosgate'][0].throughput:.0f} / "
+              f"{closed['null'][0].throughput:.0f} req/s", ratio, ">= 0.80", ratio >= 0.8)
+    p99 = opened["qosgate"].percentile(99) * 1e3
+    table.add(f"p99 at {args.rate:.0f} req/s open loop", f"{p99:.2f} ms (null "
+              f"{opened['null'].percentile(99) * 1e3:.2f})", None, "<= 5 ms", p99 <= 5)
+    median = {name: sequential[name].median * 1e3 for name in sequential}
+    vs_null = median["qosgate"] / median["null"]
+    table.add("keep-alive median vs null (TCP_NODELAY TLS)", f"{median['qosgate']:.3f} / {median['null']:.3f} ms",
+              vs_null, "within 4x", vs_null <= 4)
+    table.add("keep-alive median vs bare TLS server (floor)", f"{median['qosgate']:.3f} / {median['bare']:.3f} ms",
+              median["qosgate"] / median["bare"], "(info)", None)
+    table.print()
 
 
 if __name__ == "__main__":

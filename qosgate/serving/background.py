@@ -24,7 +24,9 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def shutdown(self, graceful_timeout: float = 5.0) -> None:
-        if self.thread.is_alive() and self.server.started:
+        # Not again once stopped: the loop closes right after a shutdown, and a coroutine handed to it then
+        # never runs (the caller would wait out the whole timeout).
+        if self.thread.is_alive() and self.server.started and not self.server.stopped:
             with contextlib.suppress(RuntimeError):
                 self.call(self.server.shutdown(graceful_timeout), timeout=graceful_timeout + 30)
 

@@ -94,13 +94,18 @@ class Route:
     client_certificate_required: bool = False
     # How refusals decided by the serving layer (401, 413, 415) are worded for this route's clients.
     refusal: Callable[[int, str], Response] | None = None
+    # Decided once: inspecting the handler on every request cost ~3 µs of a ~75 µs null request.
+    _is_async: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_is_async", inspect.iscoroutinefunction(self.handler))
 
     def refuse(self, status: int, message: str) -> Response:
         return self.refusal(status, message) if self.refusal is not None else Response.error(status, message)
 
     @property
     def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
+        return self._is_async
 
     @property
     def label(self) -> str:
@@ -221,8 +226,8 @@ def internal_error(route: Route) -> Response:
     return Response.error(500, "internal error; see the server log")
 
 
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
 def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _PHRASES.get(status, "Unknown")

@@ -109,11 +109,12 @@ class _Stop(Exception):
 
 
 class _ListenerState:
-    __slots__ = ("accept_paused", "closed", "listener", "requests", "sock", "suppressed")
+    __slots__ = ("accept_paused", "closed", "listener", "port", "requests", "sock", "suppressed")
 
     def __init__(self, listener: Listener, sock: socket.socket) -> None:
         self.listener = listener
         self.sock = sock
+        self.port: int = sock.getsockname()[1]  # kept: the socket is closed (getsockname fails) once draining
         self.accept_paused = False
         self.closed = False
         self.suppressed = 0
@@ -143,6 +144,7 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since = time.monotonic()
         self.in_message = False
+        self.overdue = False  # the deadline of the request being received passed while an earlier one ran
         self.busy = False
         self.paused = False
         self.queue: deque[tuple[Route | Response, Request | None, bool]] = deque()
@@ -167,6 +169,8 @@ class _Connection(asyncio.Protocol):
         if ssl_object is not None:
             self.client_certificate = ssl_object.getpeercert() or None
         self._arm(self.server.limits.first_request_timeout)
+        if self.server.draining:  # the handshake finished after shutdown began: close it like any idle one
+            self.drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -182,8 +186,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing and not self.in_message and not self.busy and not self.queue:
             return  # draining: an idle connection takes no new request
-        if not self.in_message and not self.busy:
-            self._arm(self.server.limits.header_timeout)
+        # No deadline is (re)armed here: bytes that start no request (stray CRLFs) must not keep an idle
+        # connection open, and a request's header deadline runs from its first byte (on_message_begin).
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -203,7 +207,10 @@ class _Connection(asyncio.Protocol):
     # --- parser callbacks (httptools) ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_message = True
+        self.overdue = False
         self._reset_message()
+        # Also for a request pipelined behind others: on_message_complete disarmed the previous deadline.
+        self._arm(self.server.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -238,7 +245,10 @@ class _Connection(asyncio.Protocol):
         if refused is not None:
             self.rejected = refused
             raise _Stop
-        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+        if (self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None
+                and not self.busy and not self.queue):
+            # Not while an earlier pipelined request is unanswered: the 100 would overtake its response
+            # (the client then sends the body after its own short wait).
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
@@ -334,7 +344,10 @@ class _Connection(asyncio.Protocol):
         if close:
             self.lost = True  # nothing more is answered on this connection
             transport.close()
-        elif not self.queue and not self.in_message:
+        elif self.in_message:
+            if self.overdue:  # the next request ran out of time while this one was being answered
+                self._refuse(Response.error(408, "request not received in time"))
+        elif not self.queue:
             self.idle_since = time.monotonic()
             self._arm(self.server.limits.keepalive_timeout)
 
@@ -361,7 +374,12 @@ class _Connection(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.timer = None
-        if self.lost or self.busy:
+        if self.lost:
+            return
+        if self.busy:
+            # A pipelined request's deadline passed while an earlier one is being answered: refuse it
+            # once that answer is out (_write), instead of letting it hang without any deadline.
+            self.overdue = self.in_message
             return
         if self.in_message:
             self._refuse(Response.error(408, "request not received in time"))
@@ -448,6 +466,7 @@ class Server:
         self._refused_logged = 0.0
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started = False
+        self.draining = False
 
     # --- set-up -----------------------------------------------------------------------------------------
     def bind(self) -> dict[str, int]:
@@ -466,7 +485,7 @@ class Server:
 
     @property
     def ports(self) -> dict[str, int]:
-        return {state.listener.name: state.sock.getsockname()[1] for state in self._states}
+        return {state.listener.name: state.port for state in self._states}
 
     async def start(self) -> None:
         self.bind()
@@ -552,6 +571,12 @@ class Server:
         self.open = max(self.open - 1, 0)
         if self.open == 0 and self._empty is not None:
             self._empty.set()
+        # A descriptor is (about to be) free: a listener paused by EMFILE accepts again on the next loop
+        # turn rather than after the whole pause, or a backlog of dead flood connections drains a handful
+        # per pause and live clients wait behind it for minutes.
+        for state in self._states:
+            if state.accept_paused:
+                self._resume_accepting(state)
 
     def _evict_idle(self) -> bool:
         """At the cap, close the keep-alive connection idle the longest; False when none is idle."""
@@ -573,6 +598,8 @@ class Server:
         self.loop.call_later(_ACCEPT_PAUSE, self._resume_accepting, state)
 
     def _resume_accepting(self, state: _ListenerState) -> None:
+        if not state.accept_paused:
+            return  # already resumed by a closing connection; this is the pause's own timer
         state.accept_paused = False
         if not state.closed:
             self.loop.add_reader(state.sock.fileno(), self._accept, state)
@@ -610,6 +637,7 @@ class Server:
 
     async def shutdown(self, timeout: float = 20.0) -> None:
         """Stop accepting, close idle connections, wait for requests in flight, then abort the rest."""
+        self.draining = True
         self.stop_accepting()
         for connection in list(self.connections):
             connection.drain()
@@ -628,6 +656,11 @@ class Server:
         STATE.unregister(f"http-connections-{id(self)}")
         if self._stopped is not None:
             self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        """True once shutdown() has finished."""
+        return self._stopped is not None and self._stopped.is_set()
 
     async def wait_stopped(self) -> None:
         assert self._stopped is not None, "start() first"
