@@ -65,6 +65,8 @@ class AdmissionResponse:
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
     audit_annotations: dict[str, str] = field(default_factory=dict)
+    # The patch already encoded (base64 of its JSON): a memoised decision carries it, encoded once.
+    encoded_patch: str | None = None
 
     @classmethod
     def allow(cls, patch: Sequence[Mapping[str, Any]] = (), warnings: list[str] | None = None) -> AdmissionResponse:
@@ -141,6 +143,10 @@ def clean_warning(text: str) -> str:
     return text if len(text) <= WARNING_LIMIT else text[: WARNING_LIMIT - 1] + "…"
 
 
+def encode_patch(patch: Sequence[Mapping[str, Any]]) -> str:
+    return base64.b64encode(orjson.dumps(list(patch))).decode()
+
+
 def encode_response(uid: str, response: AdmissionResponse) -> bytes:
     body: dict[str, Any] = {"uid": uid, "allowed": response.allowed}
     if not response.allowed:
@@ -150,7 +156,7 @@ def encode_response(uid: str, response: AdmissionResponse) -> bytes:
         body["status"] = {"code": response.code, "reason": response.reason, "message": message}
     if response.patch:
         body["patchType"] = "JSONPatch"
-        body["patch"] = base64.b64encode(orjson.dumps(list(response.patch))).decode()
+        body["patch"] = response.encoded_patch or encode_patch(response.patch)
     if response.warnings:
         warnings, total = [], 0
         for warning in map(clean_warning, response.warnings):

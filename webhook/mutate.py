@@ -8,17 +8,19 @@ edits an owned annotation gets it put back.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from qosgate.core import annotations as keys
 from qosgate.core.catalog import DEFAULT_SCHEDULER, Catalog
 from qosgate.core.cgtree import GUARANTEED
-from qosgate.core.compile import compile_pod
+from qosgate.core.compile import compile_key, compile_pod
 from qosgate.core.errors import InvalidError, ShapeError
 from qosgate.core.podprotection import pod_qos_class, pod_requests_total
 from qosgate.core.podshape import check_pod_shape
-from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse
+from qosgate.webhook.admission import AdmissionRequest, AdmissionResponse, encode_patch
 from qosgate.webhook.patch import sync_owned_map
 
 OWNED_LABELS = frozenset({keys.KOORD_QOS_CLASS_LABEL})
@@ -48,13 +50,68 @@ def _sync(metadata: Mapping[str, Any], want_annotations: Mapping[str, str], want
     return AdmissionResponse.allow(ops, warnings)
 
 
+_OUTCOMES: OrderedDict[tuple[object, ...], tuple[Catalog, AdmissionResponse]] = OrderedDict()
+_OUTCOME_LIMIT = 2048
+_outcomes_lock = threading.Lock()
+
+
+def _outcome_key(pod: Mapping[str, Any], catalog: Catalog) -> tuple[object, ...] | None:
+    """Everything a CREATE's answer depends on: what compiling reads, the owned keys the author set, and what
+    routing reads. The replicas of one workload share it, so their mutation is decided (and its patch
+    encoded) once per catalog; None = decide afresh."""
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    annotations, labels, spec = metadata.get("annotations"), metadata.get("labels"), pod.get("spec")
+    if not isinstance(annotations, dict | None) or not isinstance(labels, dict | None) or not isinstance(spec, dict):
+        return None  # decided (and refused) by the full path, which names the field
+    compiled = compile_key(pod)
+    if compiled is None:
+        return None
+    status = pod.get("status")
+    return (compiled, annotations is None,
+            tuple((k, v) for k, v in annotations.items() if keys.is_owned_annotation(k)) if annotations else (),
+            labels is None, tuple((k, labels[k]) for k in OWNED_LABELS if k in labels) if labels else (),
+            spec.get("schedulerName", ""), repr(spec.get("overhead")),
+            status.get("qosClass") if isinstance(status, dict) else None)
+
+
 def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
-    """CREATE: write exactly the owned annotations the catalog computes; strip any a user wrote; idempotent."""
+    """CREATE: write exactly the owned annotations the catalog computes; strip any a user wrote; idempotent.
+
+    The answer is shared between pods with the same outcome key: callers must not modify it. A hit skips the
+    shape check too: the key holds every field the answer reads, with the values of a pod that passed it.
+    """
+    key = _outcome_key(pod, catalog)
+    if key is not None:
+        with _outcomes_lock:
+            try:
+                entry = _OUTCOMES.get(key)
+            except TypeError:  # an unhashable value where a string belongs: the full path refuses it
+                key = entry = None
+            if entry is not None:
+                _OUTCOMES.move_to_end(key)
+        if entry is not None and entry[0] is catalog:
+            return entry[1]
     try:
         check_pod_shape(pod, complete=True)
-        compiled = compile_pod(pod, catalog)
     except ShapeError as exc:
         return AdmissionResponse.deny(f"qosgate: malformed pod: {exc}", code=400, reason="BadRequest")
+    response = _mutate_pod(pod, catalog)
+    if key is not None:
+        if response.patch:
+            response.encoded_patch = encode_patch(response.patch)
+        with _outcomes_lock:
+            # Holding the catalog in the entry keeps the identity comparison sound (no id reuse while cached).
+            _OUTCOMES[key] = (catalog, response)
+            if len(_OUTCOMES) > _OUTCOME_LIMIT:
+                _OUTCOMES.popitem(last=False)
+    return response
+
+
+def _mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
+    try:
+        compiled = compile_pod(pod, catalog)
     except InvalidError as exc:
         return AdmissionResponse.deny(f"qosgate: {exc}", code=403)
     # The koordinator label is ours only for pods that asked for a class under that backend.

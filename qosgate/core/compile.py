@@ -26,7 +26,6 @@ from qosgate.core.memory import (
     is_sidecar,
     pod_total,
 )
-from qosgate.core.podshape import check_pod_shape
 from qosgate.core.qosresources import QosRequests, extract_requests
 
 
@@ -101,7 +100,7 @@ _cache: OrderedDict[bytes, tuple[Catalog, CompiledPod]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _compile_key(pod: Mapping[str, Any]) -> bytes | None:
+def compile_key(pod: Mapping[str, Any]) -> bytes | None:
     """Everything compile_pod reads, as bytes: the carrier annotations, qosResources, and per container its
     name, restartPolicy and resources. The replicas of one workload share it; None = don't cache."""
     metadata = pod.get("metadata") or {}
@@ -123,11 +122,12 @@ def _compile_key(pod: Mapping[str, Any]) -> bytes | None:
 def compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
     """Raises InvalidError naming every bad field: carrier syntax, unknown classes, quantities, backends.
 
+    The pod must have passed `qosgate.core.podshape.check_pod_shape` (every caller checks at its door, once).
+
     Memoised per catalog on what the computation reads: admission sees the same few pod shapes (the replicas
     of each workload) over and over. The result is shared: callers must not mutate it.
     """
-    check_pod_shape(pod)  # every call: the memo key covers what compile reads, not every field it checks
-    key = _compile_key(pod)
+    key = compile_key(pod)
     if key is not None:
         with _cache_lock:
             hit = _cache.get(key)

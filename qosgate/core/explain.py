@@ -7,6 +7,7 @@ from typing import Any
 from qosgate.core.catalog import Catalog
 from qosgate.core.compile import compile_pod
 from qosgate.core.errors import FieldError, InvalidError
+from qosgate.core.podshape import check_pod_shape
 from qosgate.core.quantity import format_bytes
 from qosgate.core.workloads import describe, pod_templates
 
@@ -17,6 +18,7 @@ def explain_object(obj: dict[str, Any], catalog: Catalog) -> list[dict[str, Any]
     errors: list[FieldError] = []
     for path, template in pod_templates(obj):
         try:
+            check_pod_shape(template)
             compiled = compile_pod(template, catalog)
         except InvalidError as exc:
             errors.extend(FieldError(f"{path}.{e.path}" if path else e.path, e.message) for e in exc.errors)

@@ -13,6 +13,7 @@ from typing import Any
 from qosgate.core.catalog import Catalog
 from qosgate.core.compile import compile_pod
 from qosgate.core.errors import InvalidError
+from qosgate.core.podshape import pod_shape_errors
 from qosgate.core.qosresources import QosRequests, class_assignments, extract_requests
 from qosgate.core.quota import Quota, allow_list_verdict
 from qosgate.core.workloads import describe, pod_templates
@@ -46,6 +47,10 @@ def check_workload(obj: Mapping[str, Any], old: Mapping[str, Any] | None, namesp
     warnings: list[str] = []
     what = describe({**obj, "metadata": {"namespace": namespace, **(obj.get("metadata") or {})}})
     for path, template in pod_templates(obj):
+        shape = pod_shape_errors(template, path)
+        if shape:
+            denials.extend(f"{what}: malformed pod template: {error}" for error in shape)
+            continue
         requests = _requests(template)
         if not isinstance(requests, InvalidError) and not requests:
             continue  # no QoS class: nothing of qosgate's to judge
