@@ -89,7 +89,7 @@ def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
                 entry = _OUTCOMES.get(key)
             except TypeError:  # an unhashable value where a string belongs: the full path refuses it
                 key = entry = None
-            if entry is not None:
+            if entry is not None and key is not None:
                 _OUTCOMES.move_to_end(key)
         if entry is not None and entry[0] is catalog:
             return entry[1]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -32,7 +33,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -541,15 +542,15 @@ class Server:
             protocol = _Connection(self, state)
             tls = state.listener.tls
             if tls is None:
-                made = self.loop.connect_accepted_socket(lambda p=protocol: p, conn)  # type: ignore[misc]
+                made = self.loop.connect_accepted_socket(functools.partial(_same, protocol), conn)
             else:
                 made = self.loop.connect_accepted_socket(
-                    lambda p=protocol: p, conn, ssl=tls.context,  # type: ignore[misc]
+                    functools.partial(_same, protocol), conn, ssl=tls.context,
                     ssl_handshake_timeout=self.limits.handshake_timeout,
                     ssl_shutdown_timeout=self.limits.tls_shutdown_timeout)
             task = asyncio.ensure_future(made)
             self.tasks.add(task)
-            task.add_done_callback(lambda t, p=protocol, c=conn, s=state: self._connected(t, p, c, s))
+            task.add_done_callback(functools.partial(self._connected, protocol=protocol, conn=conn, state=state))
 
     def _connected(self, task: asyncio.Future[Any], protocol: _Connection, conn: socket.socket,
                    state: _ListenerState) -> None:
@@ -678,9 +679,15 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
-def run_in_loop(main: Callable[[], Awaitable[None]]) -> None:
+def _same(protocol: _Connection) -> _Connection:
+    """The protocol factory for an accepted socket: the connection object already built for it."""
+    return protocol
+
+
+def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(main())
