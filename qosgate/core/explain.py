@@ -7,6 +7,7 @@ from typing import Any
 from qosgate.core.catalog import Catalog
 from qosgate.core.compile import compile_pod
 from qosgate.core.errors import FieldError, InvalidError
+from qosgate.core.outlook import PolicyOutlook, outlook
 from qosgate.core.podshape import check_pod_shape
 from qosgate.core.quantity import format_bytes
 from qosgate.core.workloads import describe, pod_templates
@@ -34,10 +35,25 @@ def explain_object(obj: dict[str, Any], catalog: Catalog) -> list[dict[str, Any]
             ],
             "annotations": dict(compiled.annotations),
             "labels": dict(compiled.labels),
+            "kernel": [_outlook_dict(o, catalog) for o in outlook(template, compiled, catalog)],
         })
     if errors:
         raise InvalidError(errors)
     return reports
+
+
+def _outlook_dict(found: PolicyOutlook, catalog: Catalog) -> dict[str, Any]:
+    return {
+        "kubeletPolicy": found.policy,
+        "catalogPolicy": found.policy == catalog.kubelet_policy,
+        "qosClass": found.qos_class,
+        "accounted": found.accounted,
+        "podSliceWithoutAgent": found.pod_slice_without_agent,
+        "reason": found.reason,
+        "containers": [{"name": c.name, "kind": c.kind, "memoryMin": c.carries, "writer": c.writer or None,
+                        "protectedWithoutAgent": c.without_agent, "protectedWithAgent": c.with_agent}
+                       for c in found.containers],
+    }
 
 
 def _bytes(value: int | None) -> str:
@@ -58,4 +74,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [f"    label {k}: {v}" for k, v in report["labels"].items()]
     else:
         lines.append("  would write nothing (no QoS-class request)")
+    kernel = report.get("kernel") or []
+    if any(c["memoryMin"] for o in kernel for c in o["containers"]):
+        lines.append("  the kernel protects under node-wide pressure, by the node's kubelet Memory QoS policy:")
+        lines.append(f"    {'policy':<16} {'container':<24} {'memory.min':>10}  {'written by':<15} "
+                     f"{'no agent':>9} {'with agent':>10}")
+        for o in kernel:
+            policy = o["kubeletPolicy"] + (" (catalog)" if o["catalogPolicy"] else "")
+            for i, c in enumerate(o["containers"]):
+                lines.append(f"    {policy if i == 0 else '':<16} {c['name']:<24} {_bytes(c['memoryMin']):>10}  "
+                             f"{c['writer'] or '-':<15} {_bytes(c['protectedWithoutAgent']):>9} "
+                             f"{_bytes(c['protectedWithAgent']):>10}")
+            lines.append(f"    {'':<16} {o['qosClass']} pod, extender counts {_bytes(o['accounted'])}; "
+                         f"without the agent: {o['reason']}")
     return "\n".join(lines)
