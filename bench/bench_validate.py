@@ -1,15 +1,17 @@
 """/validate as served by `qosgate serve webhook`, with the cross-replica quota ledger on a fake API, in one run.
 
-Processes (bench/procs.py): the fake kube-apiserver (tests/fakeapi) in a side process, seeded with the
-namespaces and a quota ConfigMap per namespace (a quota'd class with unlimited capacity, so every pod is
-admitted and every admission writes a reservation to the namespace's ledger ConfigMap); `qosgate serve
-webhook --kubeconfig …` (cluster mode: pod and quota caches, ledger, group commit — what a replica runs);
+Processes (bench/procs.py): the API server — the fake kube-apiserver (tests/fakeapi) in a side process, or
+with `--api real` kube-apiserver + etcd built by tests/realcluster/build — seeded with the namespaces and a
+quota ConfigMap per namespace (a class with a capacity far above what the run admits, so every pod is
+admitted and every admission is decided against the namespace's ledger ConfigMap: capacity held ahead by
+the replica, refilled in the background); `qosgate serve webhook --kubeconfig …` (cluster mode: pod and
+quota caches, ledger, group commit, allowances — what a replica runs);
 `qosgate serve webhook --local` (checks only, no quotas); the null webhook served the same way
 (bench/nullserve.py, reviews posted to its /mutate); the load generator in its own process (bench/loadgen.py).
 
-Every review is a pod CREATE with a unique UID. Nothing creates the pods afterwards, so reservations are
-never observed; `--reservation-ttl` (default 5 s, the production observed-grace) bounds the ledger to what
-it holds in production at the same rate (pods observed within milliseconds, pruned after the grace).
+Every review is a pod CREATE with a unique UID. Nothing creates the pods afterwards, so their slots are
+released only by the TTL; `--reservation-ttl` (default 5 s, the production observed-grace) makes that what
+production sees at the same rate (pods observed within milliseconds, slots handed back after the grace).
 
 Figures: closed-loop throughput at --concurrency connections; p99 under an open-loop arrival rate (--rate,
 default 200 req/s: a busy cluster's pod creation rate; target for the ledger ≤ 15 ms); the quota engine's
@@ -39,7 +41,8 @@ from bench.loadgen import LoadGen, Result, Target
 from bench.procs import WEBHOOK_HOSTNAME, Proc, fake_api, make_certs, processes, serve_null, serve_qosgate
 from bench.report import Table, fetch
 
-QUOTA_YAML = "pod:\n- name: memory-qos\n  classes:\n  - {name: gold}\n  - {name: silver}\n"
+# A capacity no run reaches: every pod is admitted, and every admission is still decided against the ledger.
+QUOTA_YAML = "pod:\n- name: memory-qos\n  classes:\n  - {name: gold, capacity: 10000000}\n  - {name: silver}\n"
 
 
 def seed_objects(namespaces: str) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ def quota_metrics(proc: Proc) -> dict[str, float]:
     finally:
         connection.close()
     wanted = ("qosgate_quota_admissions", "qosgate_quota_batches", "qosgate_quota_batched_requests",
-              "qosgate_ledger_conflicts_total")
+              "qosgate_quota_held_admissions", "qosgate_ledger_conflicts_total")
     found: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(wanted):
@@ -114,9 +117,9 @@ def quota_metrics(proc: Proc) -> dict[str, float]:
 
 
 def ledger_round_trip(kubeconfig: str, namespace: str = "team-0", count: int = 20) -> tuple[int, float]:
-    """The fake API's own cost per ledger write: entries in the ledger ConfigMap, median ms of GET + PUT.
+    """The API server's own cost per ledger write: entries in the ledger ConfigMap, median ms of GET + PUT.
 
-    Every group-commit batch pays at least this; kube-apiserver pays far less for the same object."""
+    Every group-commit batch pays at least this; admissions against held capacity do not."""
     import statistics
     import time
 
@@ -141,9 +144,30 @@ def describe(before: dict[str, float], after: dict[str, float]) -> str:
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     batches = delta("qosgate_quota_batches")
-    return (f"admitted {delta('admissions_admitted'):.0f}, unavailable {delta('admissions_unavailable'):.0f}, "
-            f"{batches:.0f} ledger batches (avg {delta('qosgate_quota_batched_requests') / max(batches, 1):.1f} "
-            f"requests), 409 conflicts {delta('qosgate_ledger_conflicts_total'):.0f}")
+    return (f"admitted {delta('admissions_admitted'):.0f} ({delta('qosgate_quota_held_admissions'):.0f} against held "
+            f"capacity), unavailable {delta('admissions_unavailable'):.0f}, {batches:.0f} ledger batches "
+            f"(avg {delta('qosgate_quota_batched_requests') / max(batches, 1):.1f} requests), "
+            f"409 conflicts {delta('qosgate_ledger_conflicts_total'):.0f}")
+
+
+def real_api(work: Path, namespaces: int, stack: Any) -> str:
+    """kube-apiserver + etcd (tests/realcluster) seeded like the fake; returns the admin kubeconfig."""
+    from qosgate.kube.config import load_api_client
+    from qosgate.kube.rest import request_json
+    from tests.realcluster.controlplane import ControlPlane
+
+    plane = ControlPlane(work / "control-plane").start()
+    stack.callback(plane.stop)
+    client = load_api_client(str(plane.admin_kubeconfig))
+    for obj in seed_objects(str(namespaces)):
+        path = ("/api/v1/namespaces" if obj["kind"] == "Namespace"
+                else f"/api/v1/namespaces/{obj['metadata']['namespace']}/configmaps")
+        try:
+            request_json(client, "POST", path, body=obj)
+        except Exception as exc:  # qosgate-system may exist already
+            if "AlreadyExists" not in str(exc):
+                raise
+    return str(plane.admin_kubeconfig)
 
 
 def main() -> None:
@@ -157,6 +181,8 @@ def main() -> None:
                         help="spread the pods over this many namespaces (1 = every admission contends on one ledger)")
     parser.add_argument("--reservation-ttl", type=float, default=5.0)
     parser.add_argument("--loadgen-processes", type=int, default=1)
+    parser.add_argument("--api", choices=("fake", "real"), default="fake",
+                        help="the fake API server, or kube-apiserver + etcd from tests/realcluster/build")
     parser.add_argument("--smoke", action="store_true", help="tiny counts (CI): proves the benchmark works")
     args = parser.parse_args()
     if args.smoke:
@@ -169,12 +195,16 @@ def main() -> None:
         work = Path(tmp)
         certs = make_certs(work / "certs")
         ca = str(certs / "ca.crt")
-        api = fake_api(work, "bench.bench_validate:seed_objects", str(args.namespaces))
-        stack.callback(api.stop)
+        if args.api == "real":
+            kubeconfig = real_api(work, args.namespaces, stack)
+        else:
+            api = fake_api(work, "bench.bench_validate:seed_objects", str(args.namespaces))
+            stack.callback(api.stop)
+            kubeconfig = api.info["kubeconfig"]
         servers: dict[str, Proc] = {
             "null": serve_null(certs, work, ["webhook"]),
             "checks only (--local)": serve_qosgate("webhook", certs, work, "--local"),
-            "quota ledger (cluster)": serve_qosgate("webhook", certs, work, "--kubeconfig", api.info["kubeconfig"],
+            "quota ledger (cluster)": serve_qosgate("webhook", certs, work, "--kubeconfig", kubeconfig,
                                                     "--reservation-ttl", str(args.reservation_ttl)),
         }
         for proc in servers.values():
@@ -195,12 +225,13 @@ def main() -> None:
             opened[name] = load.open(target, path, bodies, rate=args.rate, seconds=args.seconds,
                                      connections=args.concurrency)
             if quota:
-                entries, round_trip = ledger_round_trip(api.info["kubeconfig"])
-                extra[name] = (describe(before, quota_metrics(proc)) + f"; fake API GET+PUT of the ledger "
+                entries, round_trip = ledger_round_trip(kubeconfig)
+                extra[name] = (describe(before, quota_metrics(proc)) + f"; {args.api} API GET+PUT of the ledger "
                                f"({entries} entries): median {round_trip:.1f} ms")
 
     load_average = os.getloadavg()[0]
-    print(f"/validate over HTTPS: pod CREATE reviews asking for a quota'd class, {args.namespaces} namespace(s), "
+    print(f"/validate over HTTPS ({args.api} API server): pod CREATE reviews asking for a quota'd class, "
+          f"{args.namespaces} namespace(s), "
           f"reservation TTL {args.reservation_ttl:.0f} s; {os.cpu_count()} CPUs, load average {load_average:.1f}")
     print(f"closed loop, {args.concurrency} keep-alive connections, {args.requests} reviews per server:")
     for name, result in closed.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qosgate.core.catalog import CatalogHolder
 from qosgate.kube.catalog import CatalogSource, open_catalog
@@ -21,6 +21,9 @@ from qosgate.webhook.app import webhook_routes
 from qosgate.webhook.checks.settings import ValidatorSettings
 from qosgate.webhook.quota.engine import DEFAULT_TTL
 from qosgate.webhook.validate import build_validator
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.webhook")
 
@@ -72,7 +75,7 @@ def quota_samples(quotas: Any, pods: Any, configmaps: Any) -> Callable[[], Itera
     return provider
 
 
-def build_webhook(config: WebhookConfig, lifecycle: Lifecycle, api: Any | None) -> list[Route]:
+def build_webhook(config: WebhookConfig, lifecycle: Lifecycle, api: KubeClient | None) -> list[Route]:
     """The webhook's routes; starts what they need, registering stoppers and readiness on `lifecycle`."""
     holder: CatalogHolder = open_catalog(config.catalog, api, lifecycle.on_stop)
     settings = config.validator_settings()
@@ -91,6 +94,10 @@ def build_webhook(config: WebhookConfig, lifecycle: Lifecycle, api: Any | None) 
     lifecycle.readiness.checks["caches synced"] = lambda: cache.ready
     engine = QuotaEngine(cache.pods, QuotaSource(cache.quota_configmaps), ledger_books(api),
                          ttl=config.reservation_ttl)
+    # Allowance upkeep (hand back released and idle capacity, renew entries); at shutdown — before the
+    # caches stop, stoppers run newest first — the spare goes back so the other replicas can use it at once.
+    engine.start_maintenance()
+    lifecycle.on_stop(engine.stop)
     STATE.register("quota", engine.samples)
     STATE.register("quota-usage", quota_samples(engine.quotas, cache.pods, cache.quota_configmaps))
     STATE.register("webhook-cache", cache_samples("webhook", cache.stats))

@@ -317,3 +317,119 @@ def _without_limits(level: Mapping[str, Mapping[str, ClassLimit]]) -> dict[str, 
 def quotas_in_force(own: Sequence[Quota], cluster_default: Sequence[Quota]) -> Sequence[Quota]:
     """A namespace's own quota ConfigMaps replace the cluster default from qosgate-system entirely."""
     return own if own else cluster_default
+
+
+# --- allowances (architecture §4.1.3: capacity a replica holds and spends without an API round trip) ---------
+
+# A dimension no deny quota limits. Never compared against: needs and grants exist only for limited dimensions.
+UNLIMITED = 2**62
+DIMENSIONS = ("pods", "containers", "memory_min")
+
+
+def amount_of(request: ClassAssignments, memory_min: int) -> dict[ClassKey, Usage]:
+    """What admitting one pod adds to its namespace's usage, per class (the pod store's counting)."""
+    amount: dict[ClassKey, Usage] = {}
+    add_usage(amount, request, memory_min)
+    return amount
+
+
+def allowance_limits(quotas: Sequence[Quota]) -> dict[ClassKey, Usage] | None:
+    """The tightest limit per class and dimension over the deny quotas (UNLIMITED where none limits it).
+
+    None when a warn or dryrun quota limits anything: its warnings must see exact usage, which capacity held
+    by other replicas cannot give, so such namespaces keep per-pod reservations.
+    """
+    limits: dict[ClassKey, Usage] = {}
+    for quota in quotas:
+        for level in ("pod", "container"):
+            for resource, classes in quota.limits(level).items():
+                for klass, limit in classes.items():
+                    if not limit.capacity and limit.max_memory_min is None:
+                        continue
+                    if quota.enforcement != "deny":
+                        return None
+                    found = limits.setdefault((resource, klass), Usage(UNLIMITED, UNLIMITED, UNLIMITED))
+                    if limit.capacity:
+                        if level == "pod":
+                            found.pods = min(found.pods, limit.capacity)
+                        else:
+                            found.containers = min(found.containers, limit.capacity)
+                    if limit.max_memory_min is not None:
+                        found.memory_min = min(found.memory_min, limit.max_memory_min)
+    return limits
+
+
+def limited_part(amount: Mapping[ClassKey, UsageLike], limits: Mapping[ClassKey, UsageLike]) -> dict[ClassKey, Usage]:
+    """Only the dimensions some quota limits (the rest never needs capacity held for it); empty when none."""
+    part: dict[ClassKey, Usage] = {}
+    for key, value in amount.items():
+        limit = limits.get(key)
+        if limit is None:
+            continue
+        kept = Usage(value.pods if limit.pods < UNLIMITED else 0,
+                     value.containers if limit.containers < UNLIMITED else 0,
+                     value.memory_min if limit.memory_min < UNLIMITED else 0)
+        if kept.pods or kept.containers or kept.memory_min:
+            part[key] = kept
+    return part
+
+
+def covers(spare: Mapping[ClassKey, UsageLike], need: Mapping[ClassKey, UsageLike]) -> bool:
+    """Does `spare` hold at least `need` in every class and dimension `need` asks for?"""
+    for key, wanted in need.items():
+        have = spare.get(key)
+        if have is None:
+            return False
+        if have.pods < wanted.pods or have.containers < wanted.containers or have.memory_min < wanted.memory_min:
+            return False
+    return True
+
+
+def add_amounts(total: dict[ClassKey, Usage], amount: Mapping[ClassKey, UsageLike], sign: int = 1) -> None:
+    for key, value in amount.items():
+        found = total.setdefault(key, Usage())
+        found.pods += sign * value.pods
+        found.containers += sign * value.containers
+        found.memory_min += sign * value.memory_min
+
+
+def headroom(limits: Mapping[ClassKey, UsageLike], usage: Mapping[ClassKey, UsageLike]) -> dict[ClassKey, Usage]:
+    """limit − usage per limited class and dimension (may be negative); UNLIMITED stays UNLIMITED."""
+    room: dict[ClassKey, Usage] = {}
+    for key, limit in limits.items():
+        used = usage.get(key, _ZERO)
+        room[key] = Usage(*(UNLIMITED if getattr(limit, d) >= UNLIMITED else getattr(limit, d) - getattr(used, d)
+                            for d in DIMENSIONS))
+    return room
+
+
+def prefetch(room: Mapping[ClassKey, UsageLike], typical: Mapping[ClassKey, UsageLike], wanted: int,
+             holders: int) -> dict[ClassKey, Usage]:
+    """Extra capacity to hold beyond the pods being admitted, so the next `wanted` similar pods need no write.
+
+    `room` is the headroom left after this batch, `typical` one recent pod's limited need, `holders` the
+    replicas holding capacity in the namespace (this one included). Only where the room is ample — at least
+    16 typical pods per holder — and never more than room / (2 × holders): replicas never hold so much that
+    another is refused while capacity sits unused elsewhere for long, and near capacity every pod is granted
+    exactly (a write per admission, as without allowances).
+    """
+    extra: dict[ClassKey, Usage] = {}
+    holders = max(1, holders)
+    for key, unit in typical.items():
+        left = room.get(key)
+        if left is None:
+            return {}
+        grant = Usage()
+        for dimension in DIMENSIONS:
+            step = getattr(unit, dimension)
+            available = getattr(left, dimension)
+            if step <= 0 or available >= UNLIMITED:
+                continue
+            if available < 16 * holders * step:
+                grant = Usage()  # one tight dimension: the pod is only as grantable as its tightest part
+                break
+            setattr(grant, dimension, min(wanted * step, available // (2 * holders)))
+        if not (grant.pods or grant.containers or grant.memory_min):
+            return {}  # a pod needs every class it uses: capacity held in the others alone would sit unused
+        extra[key] = grant
+    return extra

@@ -28,7 +28,7 @@ from qosgate.kube.informer import ClusterCache
 from qosgate.serving.http import Request, Response, Route, Router
 from qosgate.serving.server import Listener
 from qosgate.webhook.app import webhook_routes
-from qosgate.webhook.quota.books import ledger_books, ledger_name
+from qosgate.webhook.quota.books import ALLOWANCE_PREFIX, AllowanceEntry, ledger_books, ledger_name
 from qosgate.webhook.quota.engine import QuotaEngine
 from qosgate.webhook.quota.source import QuotaSource
 from qosgate.webhook.validate import ValidatorSettings, build_validator
@@ -261,7 +261,10 @@ def test_200_concurrent_creates_against_capacity_10(cluster: Cluster) -> None:
     assert all(cluster.balancer.hits[i] for i in range(REPLICAS))
     ledger = cluster.api.get_object("configmaps", "qosgate-system", ledger_name("team-a"))
     assert ledger is not None
-    assert {p["metadata"]["uid"] for p in cluster.api.objects("pods", "team-a")} <= set(ledger["data"])
+    # Each admitted pod is in the ledger: listed in the allowance of the replica that admitted it.
+    listed = {uid for key, text in ledger["data"].items() if key.startswith(ALLOWANCE_PREFIX)
+              for uid in (AllowanceEntry.decode(text) or AllowanceEntry({}, 0)).listed}
+    assert {p["metadata"]["uid"] for p in cluster.api.objects("pods", "team-a")} <= listed
     wait_seen(cluster, "team-a", 10)
     status, message = create_error(cluster.tenant, "team-a", gold_pod())
     assert status == 403 and message.endswith("at capacity 10/10")

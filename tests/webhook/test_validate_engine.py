@@ -190,12 +190,12 @@ def test_replicas_sharing_one_book_are_exact() -> None:
     assert sum(o.allowed for o in outcomes) == 10
 
 
-def test_lagging_replica_keeps_counting_through_the_ledger() -> None:
+def test_lagging_replica_keeps_counting_through_per_pod_reservations() -> None:
     shared = shared_books()
     clock = Clock()
     fast, slow = synced_store(), synced_store()
-    a = engine(fast, clock, shared, observed_grace=5)
-    b = engine(slow, clock, shared, observed_grace=5)
+    a = engine(fast, clock, shared, observed_grace=5, allowances=False)
+    b = engine(slow, clock, shared, observed_grace=5, allowances=False)
     for i in range(10):
         assert admit(a, f"u{i}").allowed
         fast.apply("ADDED", make_pod(f"pod-u{i}", "team-a", uid=f"u{i}"))

@@ -24,6 +24,7 @@ class Ticket:
     done: bool = False
     leader: bool = False
     abandoned: bool = False
+    patient: bool = False  # background work (allowance refills and hand-backs): waits for its batch, never gives up
     wake: threading.Event = field(default_factory=threading.Event)
 
 
@@ -57,7 +58,7 @@ class GroupCommit:
             lane.queue.append(ticket)
             if not lane.busy:
                 lane.busy = ticket.leader = True
-        if not ticket.leader and not ticket.wake.wait(self.wait_timeout):
+        if not ticket.leader and not ticket.wake.wait(None if ticket.patient else self.wait_timeout):
             with lane.lock:
                 if not ticket.done and not ticket.leader:
                     # Still queued, or in a batch already being decided: either way its caller gives up now.
