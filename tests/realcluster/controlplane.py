@@ -15,6 +15,7 @@ API (everything else is internal)::
         cp.url, cp.ca_file, cp.admin_kubeconfig, cp.version
         cp.http()                                      # httpx.Client as system:masters admin (base_url=cp.url)
         cp.user_kubeconfig("alice", groups=["dev"])    # x509 client cert signed by the client CA
+        cp.user_credentials("alice", ["dev"])          # (kubeconfig, (cert, key)) for cp.http(cert=...)
         cp.service_account_token("ns", "sa", pod="p")  # TokenRequest; bound to the pod (and its node) if given
         cp.service_account_kubeconfig("ns", "sa", pod="p")
         cp.create_namespace("prefix")                  # unique name, with its `default` ServiceAccount
@@ -199,8 +200,9 @@ def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) ->
 class _Process:
     """One child process with its log file; stop() is SIGTERM, then SIGKILL after ``grace`` seconds."""
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path):
+    def __init__(self, name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None):
         self.name, self.argv, self.log = name, list(argv), log
+        self.env = dict(env) if env is not None else None
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -209,7 +211,8 @@ class _Process:
             out.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          env=None if self.env is None else {**os.environ, **self.env})
 
     @property
     def running(self) -> bool:
@@ -266,8 +269,9 @@ class Scheduler:
     """A kube-scheduler process: ``stop()``, ``restart()``, ``port``, ``log``; a context manager that stops it."""
 
     def __init__(self, control_plane: ControlPlane, config: Path, leader_elect: bool, extra_args: Sequence[str],
-                 name: str):
+                 name: str, kubeconfig: Path | None = None):
         self.control_plane, self.config, self.leader_elect = control_plane, config, leader_elect
+        self.kubeconfig = kubeconfig or control_plane._scheduler_kubeconfig
         self.extra_args, self.name = list(extra_args), name
         self.log = control_plane.directory / "logs" / f"{name}.log"
         self.port = 0
@@ -275,7 +279,7 @@ class Scheduler:
 
     def _make(self) -> _Process:
         self.port = free_port()
-        kubeconfig = self.control_plane._scheduler_kubeconfig
+        kubeconfig = self.kubeconfig
         argv = [str(self.control_plane.binaries / "kube-scheduler"), f"--config={self.config}",
                 f"--leader-elect={str(self.leader_elect).lower()}", "--bind-address=127.0.0.1",
                 f"--secure-port={self.port}", f"--authentication-kubeconfig={kubeconfig}",
@@ -306,6 +310,11 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        popen = self._process.popen if self._process is not None else None
+        return popen.pid if popen is not None else None
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(self.log, lines)
@@ -373,6 +382,14 @@ class ControlPlane:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def pids(self) -> dict[str, int]:
+        """Process ids of etcd and kube-apiserver (benchmarks read their CPU time)."""
+        found = {}
+        for name, process in (("etcd", self._etcd), ("kube-apiserver", self._apiserver)):
+            if process is not None and process.popen is not None:
+                found[name] = process.popen.pid
+        return found
 
     def logs(self) -> dict[str, Path]:
         return {path.stem: path for path in sorted((self.directory / "logs").glob("*.log"))}
@@ -507,14 +524,16 @@ class ControlPlane:
 
     # -- clients and credentials
 
-    def http(self, cert: tuple[Path, Path] | None = None, token: str | None = None) -> httpx.Client:
+    def http(self, cert: tuple[Path, Path] | None = None, token: str | None = None,
+             limits: httpx.Limits | None = None) -> httpx.Client:
         """An httpx client for the apiserver: admin (system:masters) unless a client cert or token is given."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         if token is None:
             cert_file, key_file = cert or (self._admin.cert_file, self._admin.key_file)
             context.load_cert_chain(str(cert_file), str(key_file))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, verify=context, headers=headers, timeout=30, trust_env=False)
+        return httpx.Client(base_url=self.url, verify=context, headers=headers, timeout=30, trust_env=False,
+                            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20))
 
     @property
     def api(self) -> httpx.Client:
@@ -541,9 +560,14 @@ class ControlPlane:
 
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig authenticating as ``user`` in ``groups`` with a client cert from the client CA."""
+        return self.user_credentials(user, groups)[0]
+
+    def user_credentials(self, user: str, groups: Sequence[str] = ()) -> tuple[Path, tuple[Path, Path]]:
+        """(kubeconfig, (cert file, key file)) for ``user`` in ``groups``: ``http(cert=...)`` takes the pair."""
         stem = self.directory / "pki" / "users" / f"{user.replace(':', '_')}-{next(self._names)}"
         issued = self.client_ca.issue(stem, user, organizations=tuple(groups), client=True)
-        return self._write_kubeconfig(f"{user}-{stem.name}", self._cert_user(issued))
+        kubeconfig = self._write_kubeconfig(f"{user}-{stem.name}", self._cert_user(issued))
+        return kubeconfig, (issued.cert_file, issued.key_file)
 
     def service_account_token(self, namespace: str, name: str, *, pod: str | None = None,
                               audiences: Sequence[str] = (), expiration_seconds: int = 3600) -> str:
@@ -668,10 +692,12 @@ class ControlPlane:
     # -- scheduler
 
     def start_scheduler(self, config: Path | str | Mapping[str, Any] | None = None, *, leader_elect: bool = False,
-                        extra_args: Sequence[str] = (), timeout: float = 60) -> Scheduler:
+                        extra_args: Sequence[str] = (), timeout: float = 60,
+                        kubeconfig: Path | None = None) -> Scheduler:
         """Start a kube-scheduler with ``config`` (a KubeSchedulerConfiguration as a file path, YAML text or dict;
-        default: the default profile). The fixture sets ``clientConnection.kubeconfig`` (user
-        system:kube-scheduler) and ``leaderElection.leaderElect``; everything else is the caller's."""
+        default: the default profile). The fixture sets ``clientConnection.kubeconfig`` (``kubeconfig``, default
+        user system:kube-scheduler; also used for delegated authn/authz) and ``leaderElection.leaderElect``;
+        everything else is the caller's."""
         if config is None:
             document: dict[str, Any] = {}
         elif isinstance(config, Path):
@@ -682,12 +708,12 @@ class ControlPlane:
             document = json.loads(json.dumps(config))
         document.setdefault("apiVersion", "kubescheduler.config.k8s.io/v1")
         document.setdefault("kind", "KubeSchedulerConfiguration")
-        document.setdefault("clientConnection", {})["kubeconfig"] = str(self._scheduler_kubeconfig)
+        document.setdefault("clientConnection", {})["kubeconfig"] = str(kubeconfig or self._scheduler_kubeconfig)
         document.setdefault("leaderElection", {})["leaderElect"] = leader_elect
         name = f"kube-scheduler-{next(self._names)}"
         path = self.directory / "scheduler" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
-        scheduler = Scheduler(self, path, leader_elect, extra_args, name)
+        scheduler = Scheduler(self, path, leader_elect, extra_args, name, kubeconfig)
         self._schedulers.append(scheduler)
         return scheduler.start(timeout)
