@@ -232,6 +232,10 @@ class ExtenderState:
         self._node_view: dict[str, _ViewEntry] = {}
         # Node agent reports: name → (report or None when stale/unusable, monotonic time it turns stale).
         self._reports: dict[str, tuple[NodeReport | None, float]] = {}
+        # The last fresh report per node. When the agent stops reporting, the protection it last saw stays in
+        # the kernel (nobody lowers it), so its floor and budget cap keep counting; only the kubelet policy
+        # becomes unknown.
+        self._last_reports: dict[str, NodeReport] = {}
         # Nodes whose kubelet policy differs from the default (sparse: most clusters are uniform), and the
         # set of policies in force anywhere, read without the lock by the filter's first check.
         self._policy: dict[str, str] = {}
@@ -297,6 +301,7 @@ class ExtenderState:
             if new is None:
                 if old is not None:
                     node = _report_node(old)
+                    self._last_reports.pop(node, None)
                     if self._reports.pop(node, None) is not None:
                         self._refresh_node(node)
             else:
@@ -312,6 +317,8 @@ class ExtenderState:
             log.warning("node report lease for %s ignored: %s", node, read.problem)
         stale_at = self._clock() + _seconds_left(lease, self._wall_clock()) if read.usable else -1.0
         self._reports[node] = (read.report if read.usable else None, stale_at)
+        if read.usable and read.report is not None:
+            self._last_reports[node] = read.report
         self._refresh_node(node)
 
     def _refresh_node(self, name: str) -> None:
@@ -329,10 +336,12 @@ class ExtenderState:
             return
         report = self._reports.get(name)
         fresh = report[0] if report is not None else None
-        entry = self._view_entry(node, fresh)
+        # A stale report's figures still count (the kernel keeps what it protected); see _last_reports.
+        known = fresh if fresh is not None else self._last_reports.get(name) if report is not None else None
+        entry = self._view_entry(node, known)
         self._node_view[name] = entry
         # What the kernel already protects under kubepods counts, whoever granted it.
-        self._tally.set_floor(name, fresh.demanded_bytes if fresh is not None else 0)
+        self._tally.set_floor(name, known.demanded_bytes if known is not None else 0)
         # Only nodes with a positive budget take the fast paths; the rest are always decided by check_fit.
         self._tally.set_budget(name, entry[1] if entry[1] > 0 else None)
         self._set_policy(name, self._node_policy(node, report))
@@ -673,7 +682,8 @@ class ExtenderState:
             # Reports turn stale without any event: the node then counts with the safe figures.
             for node, (report, stale_at) in list(self._reports.items()):
                 if report is not None and stale_at <= now:
-                    log.warning("node report of %s is stale: counting the node with the safe figures", node)
+                    log.warning("node report of %s is stale: its last figures keep counting, the kubelet policy is "
+                                "unknown (the largest figure per pod)", node)
                     self._reports[node] = (None, -1.0)
                     self._refresh_node(node)
 

@@ -108,6 +108,18 @@ def test_a_stale_report_counts_the_node_with_the_safe_figure() -> None:
     assert result.passed == [] and "free protectable 2Gi" in result.failed["n1"]
 
 
+def test_a_stale_report_keeps_its_kernel_floor_and_budget_cap() -> None:
+    # The agent stopped reporting; the protection it last saw stays in the kernel, nobody lowers it.
+    state, _pods, _nodes, reports, clocks = world()
+    reports.apply(ADDED, lease(report("n1", demanded_bytes=7 * GI, protectable_bytes=9 * GI), duration=30))
+    assert state.filter(make_pod("p", 3 * GI), ["n1"]).passed == []  # 7 of 9 GiB held by the kernel
+    clocks.advance(31)
+    assert state.filter(make_pod("p", 3 * GI), ["n1"]).passed == []  # still: the figures outlive the report
+    assert state.filter(make_pod("p", 2 * GI), ["n1"]).passed == ["n1"]
+    reports.apply(DELETED, lease(report("n1")))  # the agent is uninstalled: the node's own figures again
+    assert state.filter(make_pod("p", 3 * GI), ["n1"]).passed == ["n1"]
+
+
 def test_a_report_for_another_node_is_ignored() -> None:
     state, _pods, _nodes, reports, _ = world()
     forged = lease(report("n1", protectable_bytes=0))
