@@ -39,8 +39,8 @@ COPY --from=build /opt/qosgate /opt/qosgate
 # Numeric, so the kubelet can check runAsNonRoot without a passwd entry; matches the manifests'
 # runAsUser/runAsGroup 65532.
 USER 65532:65532
-# webhook HTTPS, extender HTTPS, webhook health, extender health
-EXPOSE 8443 8444 9440 9441
+# webhook HTTPS, extender HTTPS, webhook health, extender health, node agent health
+EXPOSE 8443 8444 9440 9441 9442
 # Exec form: no shell at run time.
 ENTRYPOINT ["qosgate"]
 CMD ["--help"]

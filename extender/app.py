@@ -161,6 +161,7 @@ def extender_routes(state: ExtenderState, binder: Binder, is_ready: Callable[[],
         args = decode_args(body)
         if not is_ready():
             # Prioritize errors are ignored by the scheduler; flat scores say the same without log noise.
+            _result("prioritize", "not_ready").inc()
             return encode_priorities([(name, 0) for name in args.node_names])
         try:
             scores = state.prioritize(args.pod, args.node_names, args.node_items)
@@ -168,6 +169,8 @@ def extender_routes(state: ExtenderState, binder: Binder, is_ready: Callable[[],
             log.exception("prioritize failed")
             _result("prioritize", "error").inc()
             scores = [(name, 0) for name in args.node_names]
+        else:
+            _result("prioritize", "scored").inc()  # the error-ratio alert needs the successes too
         return encode_priorities(scores)
 
     def bind(body: bytes) -> bytes:

@@ -78,4 +78,8 @@ def test_dockerignore_is_an_allow_list() -> None:
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "qosgate", "webhook", "extender", "certs"}
+    # Exactly what the build stage copies in: a component missing here would fail `docker build`.
+    copied = {source.rstrip("/") for i, args in instructions() if i == "COPY" and not args.startswith("--from=")
+              for source in args.split()[:-1]}
+    assert allowed == copied
+    assert {"qosgate", "webhook", "extender", "certs", "agent"} <= allowed
