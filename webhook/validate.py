@@ -140,8 +140,12 @@ class Validator:
     def _respond(finding: Finding) -> AdmissionResponse:
         if finding.denied:
             message = MESSAGE_PREFIX + bounded_message(finding.denials)
-            response = (AdmissionResponse.deny(message, 400, "BadRequest") if finding.bad_request
-                        else AdmissionResponse.deny(message))
+            if finding.bad_request:
+                response = AdmissionResponse.deny(message, 400, "BadRequest")
+            elif finding.retryable:
+                response = AdmissionResponse.deny(message, 503, "ServiceUnavailable")
+            else:
+                response = AdmissionResponse.deny(message)
             response.warnings = list(finding.warnings)
             return response
         return AdmissionResponse.allow(warnings=list(finding.warnings))

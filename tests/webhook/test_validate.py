@@ -62,9 +62,10 @@ def test_tampered_pod_is_refused_before_quota(validator) -> None:
     assert validator(request(gold_pod())).allowed and validator(request(gold_pod())).allowed
 
 
-def test_bypassed_mutation_is_refused(validator) -> None:
+def test_bypassed_mutation_is_refused_with_a_retryable_503(validator) -> None:
     response = validator(request(raw_pod({"qos-resources.qosgate.io": "memory-qos=gold"})))
-    assert not response.allowed and "mutating webhook was bypassed" in response.message
+    assert not response.allowed and "mutating webhook writes" in response.message
+    assert response.code == 503
 
 
 def test_unknown_class(validator) -> None:

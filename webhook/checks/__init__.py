@@ -17,6 +17,9 @@ class Finding:
     warnings: tuple[str, ...] = ()
     # The request itself is malformed (fields of the wrong type): answered as a 400, not a 403.
     bad_request: bool = False
+    # Nothing the author did wrong, and likely to pass when retried (the mutating webhook did not run):
+    # answered as a 503, which controllers and clients retry, instead of a 403 that reads as final.
+    retryable: bool = False
 
     @property
     def denied(self) -> bool:
@@ -24,7 +27,10 @@ class Finding:
 
     def __add__(self, other: Finding) -> Finding:
         return Finding(self.denials + other.denials, self.warnings + other.warnings,
-                       self.bad_request or other.bad_request)
+                       self.bad_request or other.bad_request,
+                       # Retryable only when every finding that denies is: one lasting reason makes it final.
+                       bool(self.denials or other.denials)
+                       and (self.retryable or not self.denials) and (other.retryable or not other.denials))
 
 
 PASS = Finding()

@@ -51,5 +51,11 @@ def check_owned(pod: Mapping[str, Any], compiled: CompiledPod | None) -> Finding
                 problems.append(f"label {key} is {found}, the catalog computes {_show(value)}")
     if not problems:
         return PASS
+    if compiled is not None and not any(keys.is_owned_annotation(k) for k in annotations):
+        # A class pod with none of qosgate's annotations: the mutating webhook did not run for it
+        # (failurePolicy Ignore while it was unreachable or slow). A retry will most likely pass.
+        return Finding(denials=("this pod asks for a QoS class but carries none of the annotations the qosgate "
+                                "mutating webhook writes: that webhook did not run (unreachable or timed out); "
+                                "retry the request",), retryable=True)
     return deny("annotations only qosgate may set disagree with the catalog (the qosgate mutating webhook was "
                 "bypassed, or they were edited): " + "; ".join(problems))

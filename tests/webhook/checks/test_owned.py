@@ -26,14 +26,21 @@ def test_mutated_pod_passes() -> None:
     assert not check_owned(pod, compiled(pod)).denied
 
 
-def test_bypassed_mutating_webhook_is_refused() -> None:
+def test_a_class_pod_the_mutating_webhook_never_saw_is_refused_as_retryable() -> None:
     pod = raw_pod({"qos-resources.qosgate.io": "memory-qos=gold"})
     finding = check_owned(pod, compiled(pod))
-    assert finding.denied
+    assert finding.denied and finding.retryable
+    assert "that webhook did not run (unreachable or timed out); retry the request" in finding.denials[0]
+
+
+def test_a_partly_annotated_class_pod_is_refused_as_tampered_not_retryable() -> None:
+    pod = gold_pod()
+    del pod["metadata"]["annotations"]["memory.min.memory-qos.nri.io/app"]
+    finding = check_owned(pod, compiled(pod))
+    assert finding.denied and not finding.retryable
     message = finding.denials[0]
     assert "the qosgate mutating webhook was bypassed" in message
-    assert "annotation qosgate.io/memory-min is missing (the catalog computes '1073741824')" in message
-    assert "annotation memory.min.memory-qos.nri.io/app is missing" in message
+    assert "annotation memory.min.memory-qos.nri.io/app is missing (the catalog computes '1073741824')" in message
 
 
 def test_user_set_backend_annotation_is_refused() -> None:
