@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client import ApiClient
-
 from qosgate.agent.metrics import ERRORS
 from qosgate.core.nodefit import protectable
 from qosgate.core.nodereport import LEASE_NAMESPACE, NodeReport, lease_name, lease_object, materially_changed
@@ -25,6 +23,7 @@ from qosgate.core.podprotection import PodView, pod_view_from_raw
 from qosgate.core.records import NodeRecord, node_record_from_raw
 from qosgate.kube.leader import format_microtime, lease_path
 from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.agent.cluster")
 
@@ -92,7 +91,7 @@ class PodViewStore:
 class NodeInfo:
     """The agent's Node object, re-read at most every `refresh` seconds; the last good copy is kept."""
 
-    def __init__(self, api: ApiClient, node: str, protectable_percent: int, refresh: float = 60.0,
+    def __init__(self, api: KubeClient, node: str, protectable_percent: int, refresh: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, nri_configmap: str | None = None) -> None:
         self.api = api
         self.node = node
@@ -131,7 +130,7 @@ class NodeInfo:
         return self._raw_offer
 
 
-def read_configmap_key(api: ApiClient, ref: str, key: str) -> str | None:
+def read_configmap_key(api: KubeClient, ref: str, key: str) -> str | None:
     """data[key] of the ConfigMap "namespace/name"; None (logged, counted) when it cannot be read."""
     namespace, _, name = ref.partition("/")
     try:
@@ -168,7 +167,7 @@ class ClusterState:
         return self.node.nri_text if self.node is not None else None
 
 
-def list_pods_once(api: ApiClient, node: str) -> PodViewStore:
+def list_pods_once(api: KubeClient, node: str) -> PodViewStore:
     """--once: one LIST instead of a watch. An API failure leaves the store unsynced (pods unknown)."""
     store = PodViewStore()
     try:
@@ -187,7 +186,7 @@ class LeasePublisher:
     """Writes the node report Lease when it changed materially or the heartbeat is due (issue 11: 5,000
     nodes must not flood the API). leaseDurationSeconds = 3 × the report interval: the staleness bound."""
 
-    def __init__(self, api: ApiClient, node: str, report_interval: float = 30.0, namespace: str = LEASE_NAMESPACE,
+    def __init__(self, api: KubeClient, node: str, report_interval: float = 30.0, namespace: str = LEASE_NAMESPACE,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.api = api
@@ -264,7 +263,7 @@ class EventRecorder:
 
     REASON = "QosgateProtectionOvercommitted"
 
-    def __init__(self, api: ApiClient, node: str, namespace: str = "default", repeat: float = 600.0,
+    def __init__(self, api: KubeClient, node: str, namespace: str = "default", repeat: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.api = api
         self.node = node

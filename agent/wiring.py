@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qosgate.agent.cgroupfs import CgroupFS, HostCgroupFS
 from qosgate.agent.cluster import ClusterState, EventRecorder, LeasePublisher, NodeInfo, PodViewStore
@@ -23,6 +23,9 @@ from qosgate.core.annotations import SYSTEM_NAMESPACE
 from qosgate.serving.http import Route
 from qosgate.serving.lifecycle import Lifecycle
 from qosgate.serving.metrics import STATE, Sample, cache_samples
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.agent")
 
@@ -141,7 +144,7 @@ class AgentRunner:
         return self.completed_at is not None and time.monotonic() - self.completed_at < 3 * self.interval + 5
 
 
-def build_agent(config: AgentConfig, lifecycle: Lifecycle, api: Any | None) -> list[Route]:
+def build_agent(config: AgentConfig, lifecycle: Lifecycle, api: KubeClient | None) -> list[Route]:
     """Start the agent; register readiness, metrics and stoppers on `lifecycle`."""
     if api is None:
         runner = AgentRunner(make_agent(config), config.interval)

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE
+from qosgate.serving.tls import CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE
 
 __all__ = [
     "CA_CERT_FILE",
@@ -71,9 +71,6 @@ __all__ = [
 ]
 
 CA_KEY_FILE = "ca.key"
-# kube-scheduler's client certificate for the extender (KubeSchedulerConfiguration tlsConfig.certFile/keyFile).
-CLIENT_CERT_FILE = "client.crt"
-CLIENT_KEY_FILE = "client.key"
 DEFAULT_CLIENT_NAME = "qosgate-scheduler"
 
 DEFAULT_CA_DAYS = 3650

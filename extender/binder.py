@@ -1,4 +1,4 @@
-"""POST the pods/binding subresource with the official client and classify the answer for the state.
+"""POST the pods/binding subresource and classify the answer for the state.
 
 The extender is the binder (architecture §7.1): kube-scheduler hands us ExtenderBindingArgs and expects the pod
 bound when we answer. The Binding carries the pod's UID in metadata, which kube-apiserver turns into a
@@ -13,12 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-import urllib3
-from kubernetes.client import ApiClient, CoreV1Api
-from kubernetes.client.exceptions import ApiException
-
 from qosgate.extender.state import BindOutcome, BindResult
+from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -35,54 +32,44 @@ def binding_body(namespace: str, name: str, uid: str, node: str) -> dict[str, An
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = orjson.loads(exc.body or b"{}")
-    except orjson.JSONDecodeError:
-        body = {}
-    message = body.get("message") if isinstance(body, dict) else None
-    return message if isinstance(message, str) and message else (exc.reason or str(exc.status))
+def _api_message(exc: ApiError) -> str:
+    return exc.message or exc.reason or str(exc.status)
 
 
 class KubeBinder:
-    """Binder over a kubernetes.client.ApiClient (thread-safe: urllib3's pool is)."""
+    """Binder over a KubeClient (thread-safe: urllib3's pool is)."""
 
-    def __init__(self, api_client: ApiClient, timeout: float = 10.0) -> None:
-        self._core = CoreV1Api(api_client)
+    def __init__(self, api_client: KubeClient, timeout: float = 10.0) -> None:
+        self._api = api_client
         # Shorter than kube-scheduler's 5 s extender httpTimeout would make every slow API answer look like
         # a failure to us while the scheduler still waits; longer keeps reservations in flight for longer.
         self._timeout = timeout
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
         try:
-            # _preload_content=False: the API answers a Status, which the generated client would try (and
-            # fail) to deserialize as a Binding.
-            body: Any = binding_body(namespace, name, uid, node)  # the client's models are not needed to POST
-            response: Any = self._core.create_namespaced_pod_binding(
-                name, namespace, body, _preload_content=False, _request_timeout=self._timeout)
-            response.release_conn()
+            request_json(self._api, "POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
+                         body=binding_body(namespace, name, uid, node), timeout=self._timeout)
             return BindResult(BindOutcome.BOUND)
-        except ApiException as exc:
+        except ApiError as exc:
             message = _api_message(exc)
             if exc.status == 409:
                 return self._settle_conflict(namespace, name, uid, node, message)
             if exc.status in _DEFINITE:
                 return BindResult(BindOutcome.REJECTED, f"binding {namespace}/{name} to {node}: {message}")
             return BindResult(BindOutcome.UNKNOWN, f"binding {namespace}/{name} to {node}: {message}")
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except KubeError as exc:
             return BindResult(BindOutcome.UNKNOWN, f"binding {namespace}/{name} to {node}: {exc}")
 
     def _settle_conflict(self, namespace: str, name: str, uid: str, node: str, message: str) -> BindResult:
         try:
-            raw: Any = self._core.read_namespaced_pod(name, namespace, _preload_content=False,
-                                                      _request_timeout=self._timeout)
-            pod = orjson.loads(raw.data)
-        except ApiException as exc:
+            pod = request_json(self._api, "GET", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                               timeout=self._timeout)
+        except ApiError as exc:
             if exc.status == 404:
                 return BindResult(BindOutcome.REJECTED, f"pod {namespace}/{name} no longer exists")
             return BindResult(BindOutcome.UNKNOWN, f"binding {namespace}/{name}: {message}; "
                                                    f"reading it back failed: {_api_message(exc)}")
-        except (urllib3.exceptions.HTTPError, OSError, orjson.JSONDecodeError) as exc:
+        except KubeError as exc:
             return BindResult(BindOutcome.UNKNOWN, f"binding {namespace}/{name}: {message}; "
                                                    f"reading it back failed: {exc}")
         metadata = pod.get("metadata") or {}

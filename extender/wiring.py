@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from qosgate.serving.client import KeepAliveClient, client_context
 from qosgate.serving.http import Route
 from qosgate.serving.lifecycle import Lifecycle
 from qosgate.serving.metrics import STATE, Sample, cache_samples
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.extender")
 
@@ -127,7 +130,7 @@ def _freeze_after_sync(cache: Any) -> None:
         gc.freeze()
 
 
-def build_extender(config: ExtenderConfig, lifecycle: Lifecycle, api: Any | None) -> list[Route]:
+def build_extender(config: ExtenderConfig, lifecycle: Lifecycle, api: KubeClient | None) -> list[Route]:
     """The extender's routes; starts what they need, registering stoppers and readiness on `lifecycle`."""
     holder = open_catalog(config.catalog, api, lifecycle.on_stop)
     settings = settings_from(holder.current, config)

@@ -7,6 +7,8 @@ component's top-level folder counts as the `qosgate.<component>` package it inst
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,10 @@ COMPONENTS = {"webhook", "extender", "agent", "certs"}
 CORE_FORBIDDEN = {"socket", "ssl", "asyncio", "subprocess", "http", "urllib", "shutil", "tempfile", "selectors",
                   "kubernetes", "urllib3", "httpx", "httptools", "uvloop", "prometheus_client", "cryptography"}
 CORE_FORBIDDEN_CALLS = {"open", "print", "input"}
+# Heavy clients the served processes must not load: the official Kubernetes client (~38 MB; kube/transport.py
+# talks to the API server) and cryptography (~17 MB; serving reads certificates with the standard library).
+# Only certificate generation — qosgate.certs, behind `qosgate certs` and --generate-certs — uses cryptography.
+HEAVY = {"kubernetes": (), "kubernetes_validate": (), "cryptography": ("qosgate.certs",)}
 
 
 def modules() -> Iterator[tuple[str, Path]]:
@@ -107,6 +113,27 @@ def test_the_core_does_no_io(module: str, path: Path) -> None:
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id in CORE_FORBIDDEN_CALLS]
     assert not found, f"{path.relative_to(ROOT)}: " + "; ".join(found)
+
+
+@pytest.mark.parametrize("module, path", ALL, ids=[m for m, _ in ALL])
+def test_no_heavy_client_outside_its_home(module: str, path: Path) -> None:
+    wrong = [f"line {line}: imports {target}" for target, line in imports(path, module)
+             if target.split(".")[0] in HEAVY
+             and not any(module == home or module.startswith(home + ".") for home in HEAVY[target.split(".")[0]])]
+    assert not wrong, f"{path.relative_to(ROOT)}: " + "; ".join(wrong)
+
+
+def test_serving_processes_load_no_heavy_client() -> None:
+    """What `qosgate serve` / `qosgate agent` import at run time, lazy imports included, in a fresh interpreter."""
+    code = ("import sys\n"
+            "from qosgate.cli.main import build_parser\n"
+            "build_parser(['serve'])\n"
+            "build_parser(['agent'])\n"
+            "import qosgate.kube.config, qosgate.extender.wiring, qosgate.webhook.wiring, qosgate.agent.wiring\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'kubernetes', 'cryptography'}"
+            " or m == 'qosgate.certs.generate'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, catalog_from_configmap
 from qosgate.core.errors import InvalidError, QosgateError
@@ -24,6 +24,9 @@ from qosgate.core.nodeoffer import parse_node_offer
 from qosgate.core.nodereport import encode
 from qosgate.core.quantity import parse_quantity
 from qosgate.kube.catalog import load_catalog_file
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 POLICY_CHOICES = ("observed", "none", "legacy", "tiered")
 
@@ -103,7 +106,7 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     return agent
 
 
-def _catalog(args: argparse.Namespace, api: Any | None) -> Catalog:
+def _catalog(args: argparse.Namespace, api: KubeClient | None) -> Catalog:
     if args.catalog:
         return load_catalog_file(args.catalog)
     if args.catalog_configmap and api is not None:
@@ -119,7 +122,7 @@ def _catalog(args: argparse.Namespace, api: Any | None) -> Catalog:
     return DEFAULT_CATALOG
 
 
-def config_from_args(args: argparse.Namespace, api: Any | None = None) -> Any:
+def config_from_args(args: argparse.Namespace, api: KubeClient | None = None) -> Any:
     from qosgate.agent.engine import PassSettings
     from qosgate.agent.wiring import AgentConfig
 
@@ -143,7 +146,7 @@ def config_from_args(args: argparse.Namespace, api: Any | None = None) -> Any:
                        nri_configmap=args.nri_configmap or None)
 
 
-def _passes(config: Any, api: Any | None, count: int) -> dict[str, Any]:
+def _passes(config: Any, api: KubeClient | None, count: int) -> dict[str, Any]:
     from qosgate.agent.cluster import ClusterState, EventRecorder, LeasePublisher, NodeInfo, list_pods_once
     from qosgate.agent.wiring import make_agent
 

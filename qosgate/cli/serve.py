@@ -20,9 +20,8 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qosgate.certs.generate import CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.errors import QosgateError
 from qosgate.core.nodefit import STRATEGIES
@@ -34,8 +33,19 @@ from qosgate.serving.lifecycle import Lifecycle, run
 from qosgate.serving.logs import configure_logging
 from qosgate.serving.metrics import STATE, Sample
 from qosgate.serving.server import Limits, Listener, Server
-from qosgate.serving.tls import CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, CertificateLoadError, CertReloader
+from qosgate.serving.tls import (
+    CA_CERT_FILE,
+    CLIENT_CERT_FILE,
+    CLIENT_KEY_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    CertificateLoadError,
+    CertReloader,
+)
 from qosgate.webhook.wiring import WebhookConfig
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.cli.serve")
 
@@ -243,7 +253,7 @@ def _reloader(config: ServeConfig, client_ca: Path | None) -> CertReloader:
         raise QosgateError(f"--cert-dir {config.cert_dir}: {exc}") from None
 
 
-def api_client(config: ServeConfig) -> Any | None:
+def api_client(config: ServeConfig) -> KubeClient | None:
     """The API server to work against (None with --local); a missing configuration fails before anything starts."""
     if config.local:
         return None
@@ -260,7 +270,7 @@ def certificate_samples(tls: CertReloader, listener: str) -> Callable[[], Iterab
     return provider
 
 
-def build_server(config: ServeConfig, lifecycle: Lifecycle, api: Any | None) -> Server:
+def build_server(config: ServeConfig, lifecycle: Lifecycle, api: KubeClient | None) -> Server:
     """Every listener of the process: one HTTPS port per component plus the plain health port."""
     listeners: list[Listener] = []
     if "webhook" in config.components:

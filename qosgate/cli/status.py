@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -30,6 +30,9 @@ from qosgate.extender.wiring import ExtenderConfig, settings_from
 from qosgate.kube.catalog import fetch_catalog
 from qosgate.kube.rest import ApiError, KubeError, request_json
 from qosgate.webhook.quota.source import QuotaSource
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 BAR_WIDTH = 20
 DEFAULT_LEASE = "qosgate-extender"
@@ -61,7 +64,7 @@ def add_status_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     return status
 
 
-def _list_into(store: Any, api: Any, path: str, label_selector: str = "", field_selector: str = "",
+def _list_into(store: Any, api: KubeClient, path: str, label_selector: str = "", field_selector: str = "",
                what: str = "") -> str | None:
     """One paged LIST into `store` through the informer's own code; returns a problem instead of raising."""
     from qosgate.kube.informer import Informer
@@ -95,7 +98,7 @@ def _node_row(summary: NodeSummary) -> dict[str, Any]:
     return row
 
 
-def _extender(api: Any, lease_ref: str, now: datetime) -> tuple[dict[str, Any], dict[str, int], str | None]:
+def _extender(api: KubeClient, lease_ref: str, now: datetime) -> tuple[dict[str, Any], dict[str, int], str | None]:
     namespace, _, name = lease_ref.partition("/")
     try:
         lease = request_json(api, "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
@@ -125,7 +128,8 @@ def _extender(api: Any, lease_ref: str, now: datetime) -> tuple[dict[str, Any], 
     return info, {k: int(v) for k, v in (reserved or {}).items() if isinstance(v, int)}, problem
 
 
-def collect(api: Any, selector: str = "", namespace: str = "", lease: str = f"{SYSTEM_NAMESPACE}/{DEFAULT_LEASE}",
+def collect(api: KubeClient, selector: str = "", namespace: str = "",
+            lease: str = f"{SYSTEM_NAMESPACE}/{DEFAULT_LEASE}",
             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Status:
     from qosgate.kube.store import NodeStore, ObjectStore, PodStore
 

@@ -39,33 +39,75 @@ DEFAULT_SCHEDULER = "default-scheduler"
 
 
 @dataclass(slots=True, frozen=True)
+class PodTraits:
+    """What a pod record holds that thousands of pods have in common; one shared object per combination."""
+
+    phase: str
+    terminating: bool  # metadata.deletionTimestamp set: still running until the kubelet confirms
+    scheduler_name: str
+    qos_class: str
+    pod_classes: tuple[ClassKey, ...]  # pod-level assignments (count pods)
+    container_classes: tuple[ClassKey, ...]  # container-level assignments (count containers)
+    classes: frozenset[ClassKey]  # distinct (resource, class) the pod uses
+    problems: tuple[str, ...]  # unreadable annotations or quantities, reported rather than raised
+
+
+@dataclass(slots=True, frozen=True)
 class PodRecord:
+    """One cached pod. Per-pod values are fields; the repeated ones live in a shared `PodTraits` (8 slots instead
+    of 15: 56 bytes less per pod, 8 MB at 150,000 pods) and read through the properties below."""
+
     uid: str
     namespace: str
     name: str
     node_name: str  # "" while unbound
-    phase: str
-    terminating: bool  # metadata.deletionTimestamp set: still running until the kubelet confirms
     memory_min: int  # the figure under the store's accounting: qosgate's annotation, or the requests (kubelet)
-    scheduler_name: str
-    pod_classes: tuple[ClassKey, ...]  # pod-level assignments (count pods)
-    container_classes: tuple[ClassKey, ...]  # container-level assignments (count containers)
-    classes: frozenset[ClassKey]  # distinct (resource, class) the pod uses
-    problems: tuple[str, ...] = ()  # unreadable annotations or quantities, reported rather than raised
     # What the kernel may be asked to protect for this pod, by writer (architecture §5.2): qosgate's own
-    # figure, the pod's memory requests (PodRequests + overhead) and its QoS class for the kubelet's policy.
-    qosgate_min: int = 0
-    requests_memory: int = 0
-    qos_class: str = BURSTABLE
+    # figure and the pod's memory requests (PodRequests + overhead); its QoS class is in the traits.
+    qosgate_min: int
+    requests_memory: int
+    traits: PodTraits
+
+    @property
+    def phase(self) -> str:
+        return self.traits.phase
+
+    @property
+    def terminating(self) -> bool:
+        return self.traits.terminating
+
+    @property
+    def scheduler_name(self) -> str:
+        return self.traits.scheduler_name
+
+    @property
+    def qos_class(self) -> str:
+        return self.traits.qos_class
+
+    @property
+    def pod_classes(self) -> tuple[ClassKey, ...]:
+        return self.traits.pod_classes
+
+    @property
+    def container_classes(self) -> tuple[ClassKey, ...]:
+        return self.traits.container_classes
+
+    @property
+    def classes(self) -> frozenset[ClassKey]:
+        return self.traits.classes
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.traits.problems
 
     def carried_min(self, kubelet_policy: str) -> int:
         """The memory.min this pod carries on a node with that kubelet policy (qosgate's backend assumed on)."""
-        return kernel_memory_min(self.qos_class, self.requests_memory, self.qosgate_min, kubelet_policy, True)
+        return kernel_memory_min(self.traits.qos_class, self.requests_memory, self.qosgate_min, kubelet_policy, True)
 
     @property
     def active(self) -> bool:
         """Still holds memory: anything not finished. Terminating pods count until they are gone."""
-        return self.phase not in TERMINAL_PHASES
+        return self.traits.phase not in TERMINAL_PHASES
 
     @property
     def key(self) -> str:
@@ -113,6 +155,7 @@ class _Shared:
 
 _shared_tuples = _Shared()
 _shared_sets = _Shared()
+_shared_traits = _Shared()
 _EMPTY: tuple[Any, ...] = ()
 _NO_CLASSES: frozenset[ClassKey] = frozenset()
 
@@ -211,11 +254,26 @@ def _kubelet_memory_min(spec: Mapping[str, Any]) -> int:
     return value
 
 
+# Parsed memory-min annotations by their text. Replicas of a workload carry the same figure, so they share
+# one int object too (an int above 256 is a fresh 32-byte object per pod otherwise: ~5 MB at 150,000 pods).
+_min_values: dict[str, int] = {}
+
+
 def _memory_min_annotation(value: object) -> int:
+    if isinstance(value, str):
+        found = _min_values.get(value)
+        if found is not None:
+            return found
     # The webhook writes plain byte counts; skip the general quantity grammar for them.
     if isinstance(value, str) and value.isdigit() and len(value) < 19 and value.isascii():
-        return int(value)
-    return parse_quantity(value, f"metadata.annotations[{MEMORY_MIN}]")
+        parsed = int(value)
+    else:
+        parsed = parse_quantity(value, f"metadata.annotations[{MEMORY_MIN}]")
+    if isinstance(value, str):
+        if len(_min_values) >= _CARRIER_CACHE_LIMIT:
+            _min_values.clear()
+        _min_values[value] = parsed
+    return parsed
 
 
 def _list(value: object) -> list[Any]:
@@ -272,7 +330,10 @@ def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annota
                 problems = (str(exc),)
     requests_memory = 0
     try:
-        requests_memory = _kubelet_memory_min(spec) + _overhead(spec)
+        requests_memory = _kubelet_memory_min(spec)  # the memoised object, shared by the workload's replicas
+        overhead = _overhead(spec)
+        if overhead:
+            requests_memory += overhead
     except (InvalidError, AttributeError, TypeError) as exc:
         # Malformed containers (not dicts) surface as AttributeError/TypeError from the memory math. The API
         # validates requests, so this is a problem only where the requests are what the pod counts.
@@ -290,22 +351,25 @@ def pod_record_from_raw(obj: Mapping[str, Any], accounting: Accounting = "annota
     namespace = metadata.get("namespace")
     node_name = spec.get("nodeName")
     scheduler_name = spec.get("schedulerName")
+    traits = _shared_traits.get(PodTraits(
+        phase=sys.intern(phase) if isinstance(phase, str) else DEFAULT_PHASE,
+        terminating=metadata.get("deletionTimestamp") is not None,
+        scheduler_name=sys.intern(scheduler_name) if isinstance(scheduler_name, str) else DEFAULT_SCHEDULER,
+        qos_class=qos,
+        pod_classes=pod_classes,
+        container_classes=container_classes,
+        classes=classes,
+        problems=problems,
+    ))
     return PodRecord(
         uid=uid if isinstance(uid, str) and uid else object_uid(obj),
         namespace=sys.intern(namespace) if isinstance(namespace, str) else "",
         name=name if isinstance(name, str) else "",
         node_name=sys.intern(node_name) if isinstance(node_name, str) else "",
-        phase=sys.intern(phase) if isinstance(phase, str) else DEFAULT_PHASE,
-        terminating=metadata.get("deletionTimestamp") is not None,
         memory_min=memory_min,
-        scheduler_name=sys.intern(scheduler_name) if isinstance(scheduler_name, str) else DEFAULT_SCHEDULER,
-        pod_classes=pod_classes,
-        container_classes=container_classes,
-        classes=classes,
-        problems=problems,
         qosgate_min=qosgate_min,
         requests_memory=requests_memory,
-        qos_class=qos,
+        traits=traits,
     )
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.catalog import Catalog, CatalogHolder, catalog_from_configmap, load_catalog_yaml
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.kube.rest import ApiError, request_json
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger("qosgate.kube.catalog")
 
@@ -59,7 +62,7 @@ def load_catalog_file(path: str) -> Catalog:
     return load_catalog_yaml(text, path)
 
 
-def fetch_catalog(api: Any, namespace: str, name: str) -> Catalog | None:
+def fetch_catalog(api: KubeClient, namespace: str, name: str) -> Catalog | None:
     """The ConfigMap's catalog; None when it does not exist or is invalid (logged: the caller keeps its own)."""
     try:
         configmap = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
@@ -75,7 +78,7 @@ def fetch_catalog(api: Any, namespace: str, name: str) -> Catalog | None:
         return None
 
 
-def watch_catalog(api: Any, holder: CatalogHolder, namespace: str, name: str) -> Any:
+def watch_catalog(api: KubeClient, holder: CatalogHolder, namespace: str, name: str) -> Any:
     """Keep `holder` on the newest valid catalog ConfigMap; returns the started informer."""
     from qosgate.kube.informer import Informer
     from qosgate.kube.store import ObjectStore
@@ -99,7 +102,7 @@ def watch_catalog(api: Any, holder: CatalogHolder, namespace: str, name: str) ->
     return informer
 
 
-def open_catalog(source: CatalogSource, api: Any | None, on_stop: Callable[[Callable[[], object]], None],
+def open_catalog(source: CatalogSource, api: KubeClient | None, on_stop: Callable[[Callable[[], object]], None],
                  sync_timeout: float = CATALOG_SYNC_TIMEOUT) -> CatalogHolder:
     """The catalog holder a component decides with; with a cluster and no file it follows the ConfigMap."""
     if source.file:

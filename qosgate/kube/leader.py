@@ -21,9 +21,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client import ApiClient
-
 from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.kube.transport import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        api_client: ApiClient,
+        api_client: KubeClient,
         namespace: str,
         name: str,
         identity: str,
@@ -288,7 +287,7 @@ class CatchUpBarrier:
     wide margin; a non-numeric resourceVersion or the bound opens it with a log line.
     """
 
-    def __init__(self, api: Any, cache_version: Callable[[], str], list_path: str = "/api/v1/pods",
+    def __init__(self, api: KubeClient, cache_version: Callable[[], str], list_path: str = "/api/v1/pods",
                  max_wait: float = 3.0, poll: float = 0.05):
         self.api, self.cache_version, self.list_path = api, cache_version, list_path
         self.max_wait, self.poll = max_wait, poll

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kubernetes.client import ApiClient
-
 from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.kube.transport import KubeClient
 
 T = TypeVar("T")
 
@@ -29,7 +28,7 @@ class ConfigMapLedger:
 
     def __init__(
         self,
-        api_client: ApiClient,
+        api_client: KubeClient,
         namespace: str,
         name: str,
         *,

@@ -1,8 +1,8 @@
-"""Raw JSON requests through the official client's transport (auth, TLS, proxies, token refresh included).
+"""Raw JSON requests to kube-apiserver over `qosgate.kube.transport.KubeClient`, decoded with orjson.
 
-The generated API classes deserialise every response into model objects; for 150,000 pods that costs more
-than everything else together, and models drop fields they do not know. We borrow only the transport
-(`param_serialize` + `call_api`, which return the undecoded urllib3 response) and decode with orjson.
+The official client's generated API classes deserialise every response into model objects; for 150,000 pods
+that costs more than everything else together, and models drop fields they do not know. Requests here send
+and receive plain JSON; `open_request` hands a watch its unread response to read line by line.
 """
 
 from __future__ import annotations
@@ -12,20 +12,15 @@ from typing import Any
 
 import orjson
 import urllib3
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+
+from qosgate.kube.transport import KubeClient, KubeError, Timeout, TransportError
+
+__all__ = ["DEFAULT_TIMEOUT", "ApiError", "KubeClient", "KubeError", "TransportError", "open_request",
+           "request_json", "status_error"]
 
 # (connect, read) seconds for ordinary requests; watches pass their own.
 DEFAULT_TIMEOUT = (5.0, 30.0)
 _JSON = "application/json"
-
-
-class KubeError(Exception):
-    """Anything that went wrong talking to the API server."""
-
-
-class TransportError(KubeError):
-    """The request did not produce an HTTP answer (refused, reset, timed out, TLS failure)."""
 
 
 class ApiError(KubeError):
@@ -69,53 +64,45 @@ def status_error(status: int, data: bytes, fallback_reason: str = "") -> ApiErro
 
 
 def open_request(
-    api_client: ApiClient,
+    api_client: KubeClient,
     method: str,
     path: str,
     *,
     query: Sequence[tuple[str, str]] = (),
     body: Mapping[str, Any] | None = None,
-    timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     accept: str = _JSON,
 ) -> urllib3.BaseHTTPResponse:
     """Send a request and return the *unread* response after checking its status.
 
     The caller owns the response (read it, then `release_conn()`), which is what a watch needs to read
-    line by line. Non-2xx statuses are read, released and raised as ApiError.
+    line by line. Non-2xx statuses are read, released and raised as ApiError; no answer is TransportError.
     """
     headers = {"Accept": accept}
+    data = None
     if body is not None:
         headers["Content-Type"] = _JSON
-    try:
-        serialized = api_client.param_serialize(
-            method=method, resource_path=path, query_params=list(query) or None, header_params=headers,
-            body=dict(body) if body is not None else None, auth_settings=["BearerToken"],
-        )
-        response = api_client.call_api(*serialized, _request_timeout=timeout).response
-    except ApiException as exc:  # the REST layer turns TLS failures into status-0 ApiExceptions
-        raise TransportError(f"{method} {path}: {exc.reason or exc}") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise TransportError(f"{method} {path}: {exc}") from exc
+        data = orjson.dumps(body)
+    response = api_client.request(method, path, query=query, body=data, headers=headers, timeout=timeout)
     if not 200 <= response.status < 300:
         try:
-            data = response.data
+            answer = response.data
         except (urllib3.exceptions.HTTPError, OSError):
-            data = b""
+            answer = b""
         finally:
             response.release_conn()
-        raise status_error(response.status, data, response.reason or "")
-    opened: urllib3.BaseHTTPResponse = response
-    return opened
+        raise status_error(response.status, answer, response.reason or "")
+    return response
 
 
 def request_json(
-    api_client: ApiClient,
+    api_client: KubeClient,
     method: str,
     path: str,
     *,
     query: Sequence[tuple[str, str]] = (),
     body: Mapping[str, Any] | None = None,
-    timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     """One request, whole JSON answer decoded with orjson. Raises ApiError / TransportError."""
     response = open_request(api_client, method, path, query=query, body=body, timeout=timeout)

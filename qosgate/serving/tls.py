@@ -14,6 +14,8 @@ ClientHello, with or without SNI — points each new connection at the *current 
 - A bad or half-written pair (cert replaced, key not yet) is logged once and the old pair keeps serving.
 - Policy (architecture §3.3): TLS 1.2 at least; on TLS 1.2 only ECDHE key exchange with AEAD ciphers
   (AES-GCM, ChaCha20-Poly1305) — TLS 1.3 suites are AEAD by definition; ALPN offers only ``http/1.1``.
+- Only the standard library: the leaf's validity comes from a few lines of DER reading, the key check from
+  OpenSSL itself (``load_cert_chain`` refuses a key that does not match), so serving needs no ``cryptography``.
 - Client authentication (the extender's callers): with ``client_ca_file`` every context asks for a client
   certificate and verifies it against that CA; a connection without one still completes the handshake, and
   the routes that require one refuse it with 401 (health checks need none). The client CA reloads with the
@@ -28,6 +30,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -36,16 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 __all__ = [
     "CA_CERT_FILE",
+    "CLIENT_CERT_FILE",
+    "CLIENT_KEY_FILE",
     "DEFAULT_RELOAD_INTERVAL",
     "TLS_CERT_FILE",
     "TLS_KEY_FILE",
     "CertReloader",
     "CertificateLoadError",
+    "certificate_validity",
 ]
 
 logger = logging.getLogger("qosgate.serving.tls")
@@ -54,6 +57,10 @@ logger = logging.getLogger("qosgate.serving.tls")
 CA_CERT_FILE = "ca.crt"
 TLS_CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
+# kube-scheduler's client certificate for the extender (KubeSchedulerConfiguration tlsConfig.certFile/keyFile),
+# which `qosgate certs` writes next to them.
+CLIENT_CERT_FILE = "client.crt"
+CLIENT_KEY_FILE = "client.key"
 DEFAULT_RELOAD_INTERVAL = 2.0
 
 
@@ -67,7 +74,9 @@ class _Loaded:
 
     context: ssl.SSLContext
     digest: bytes  # of the raw cert + key bytes, to notice changes without re-parsing
-    certificate: x509.Certificate
+    der: bytes  # the leaf certificate
+    not_before: dt.datetime
+    not_after: dt.datetime
     fingerprint: str  # SHA-256 of the leaf's DER, hex
 
 
@@ -128,9 +137,70 @@ def _pem_paths(cert_pem: bytes, key_pem: bytes) -> Iterator[tuple[str, str]]:
         yield cert_path, key_path
 
 
-def _spki(public_key: Any) -> bytes:
-    spki: bytes = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return spki
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL)
+
+
+def _der_element(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, first content byte, end) of the DER element at `offset`."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length, start = data[offset], data[offset + 1], offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or start + count > len(data):
+            raise ValueError("bad DER length")
+        length, start = int.from_bytes(data[start : start + count], "big"), start + count
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def _der_time(tag: int, raw: bytes) -> dt.datetime:
+    text = raw.decode("ascii")
+    if tag == 0x17:  # UTCTime, YYMMDDHHMMSSZ: RFC 5280 maps YY < 50 to 20YY
+        moment = dt.datetime.strptime(text, "%y%m%d%H%M%SZ")
+        moment = moment.replace(year=moment.year % 100 + (2000 if moment.year % 100 < 50 else 1900))
+    elif tag == 0x18:  # GeneralizedTime, YYYYMMDDHHMMSSZ
+        moment = dt.datetime.strptime(text, "%Y%m%d%H%M%SZ")
+    else:
+        raise ValueError(f"unexpected DER tag {tag:#x} for a time")
+    return moment.replace(tzinfo=dt.UTC)
+
+
+def certificate_validity(der: bytes) -> tuple[dt.datetime, dt.datetime]:
+    """(notBefore, notAfter) of a DER X.509 certificate, in UTC; ValueError when it is not one.
+
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature,
+    issuer, validity SEQUENCE { notBefore, notAfter }, … }, … } (RFC 5280 §4.1).
+    """
+    try:
+        tag, start, _ = _der_element(der, 0)
+        if tag != 0x30:
+            raise ValueError("not a DER SEQUENCE")
+        tag, position, _ = _der_element(der, start)
+        if tag != 0x30:
+            raise ValueError("no tbsCertificate")
+        tag, _, end = _der_element(der, position)
+        if tag == 0xA0:  # explicit version
+            tag, _, end = _der_element(der, end)
+        for expected in (0x02, 0x30, 0x30):  # serialNumber, signature, issuer
+            if tag != expected:
+                raise ValueError("unexpected tbsCertificate layout")
+            tag, position, end = _der_element(der, end)
+        if tag != 0x30:
+            raise ValueError("no validity")
+        tag, first, after = _der_element(der, position)
+        not_before = _der_time(tag, der[first:after])
+        tag, first, after = _der_element(der, after)
+        return not_before, _der_time(tag, der[first:after])
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed certificate: {exc}") from None
+
+
+def _refuse_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise CertificateLoadError("the key is encrypted")
 
 
 class CertReloader:
@@ -186,13 +256,14 @@ class CertReloader:
     # ---- state -------------------------------------------------------------------------------
 
     @property
-    def certificate(self) -> x509.Certificate:
-        return self._current.certificate
+    def certificate_der(self) -> bytes:
+        """The leaf certificate new handshakes get, DER-encoded."""
+        return self._current.der
 
     @property
     def not_after(self) -> dt.datetime:
         """notAfter of the certificate new handshakes get (UTC, aware) — for an expiry gauge."""
-        return self._current.certificate.not_valid_after_utc
+        return self._current.not_after
 
     @property
     def fingerprint(self) -> str:
@@ -201,8 +272,7 @@ class CertReloader:
     def is_valid(self, now: dt.datetime | None = None) -> bool:
         """Whether the certificate being served is inside its validity window — for /readyz."""
         moment = now or dt.datetime.now(dt.UTC)
-        cert = self._current.certificate
-        return cert.not_valid_before_utc <= moment < cert.not_valid_after_utc
+        return self._current.not_before <= moment < self._current.not_after
 
     # ---- TLS plumbing ------------------------------------------------------------------------
 
@@ -221,32 +291,44 @@ class CertReloader:
 
     def _build(self, cert_pem: bytes, key_pem: bytes, client_ca: bytes | None) -> _Loaded:
         """Validate a pair and build its serving context; raise CertificateLoadError naming the problem."""
+        blocks = _PEM_CERTIFICATE.findall(cert_pem)
+        if not blocks:
+            raise CertificateLoadError(f"{self.cert_file}: no valid PEM certificate (no complete CERTIFICATE block)")
         try:
-            chain = x509.load_pem_x509_certificates(cert_pem)
-        except ValueError as exc:
+            chain = [block.decode("ascii") for block in blocks]
+            der = ssl.PEM_cert_to_DER_cert(chain[0])
+            not_before, not_after = certificate_validity(der)
+            # OpenSSL parses every certificate of the chain (a leaf is stored like any other certificate).
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata="\n".join(chain))
+        except (ValueError, ssl.SSLError) as exc:
             raise CertificateLoadError(f"{self.cert_file}: no valid PEM certificate ({exc})") from None
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key ({exc})") from None
-        leaf = chain[0]
-        if _spki(leaf.public_key()) != _spki(key.public_key()):
-            raise CertificateLoadError(f"{self.key_file} does not match {self.cert_file}")
-        if leaf.not_valid_after_utc <= dt.datetime.now(dt.UTC):
-            raise CertificateLoadError(
-                f"{self.cert_file}: certificate expired at {leaf.not_valid_after_utc.isoformat()}"
-            )
+        key_block = _PEM_PRIVATE_KEY.search(key_pem)
+        if key_block is None:
+            raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key (no PRIVATE KEY block)")
+        if key_block.group(1) == b"ENCRYPTED " or b"Proc-Type: 4,ENCRYPTED" in key_block.group(0):
+            raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key (it is encrypted)")
         try:
             ctx = _new_server_context(self._minimum_version, client_ca)
         except (ssl.SSLError, ValueError) as exc:
             raise CertificateLoadError(f"{self.client_ca_file}: no usable client CA ({exc})") from None
         try:
             with _pem_paths(cert_pem, key_pem) as (cert_path, key_path):
-                ctx.load_cert_chain(cert_path, key_path)
-        except (ssl.SSLError, OSError) as exc:
+                ctx.load_cert_chain(cert_path, key_path, password=_refuse_password)
+        except CertificateLoadError as exc:
+            raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key ({exc})") from None
+        except ssl.SSLError as exc:
+            if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+                # NO_CERTIFICATE_ASSIGNED: the key's algorithm is not the certificate's (an EC key, RSA cert).
+                raise CertificateLoadError(f"{self.key_file} does not match {self.cert_file}") from None
+            if exc.reason is None:  # "PEM lib": the certificates parsed above, so the key did not
+                raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key ({exc})") from None
             raise CertificateLoadError(f"{self.cert_file}: rejected by OpenSSL ({exc})") from None
-        fingerprint = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
-        return _Loaded(ctx, self._digest(cert_pem, key_pem, client_ca), leaf, fingerprint)
+        except OSError as exc:
+            raise CertificateLoadError(f"{self.cert_file}: rejected by OpenSSL ({exc})") from None
+        if not_after <= dt.datetime.now(dt.UTC):
+            raise CertificateLoadError(f"{self.cert_file}: certificate expired at {not_after.isoformat()}")
+        fingerprint = hashlib.sha256(der).hexdigest()
+        return _Loaded(ctx, self._digest(cert_pem, key_pem, client_ca), der, not_before, not_after, fingerprint)
 
     # ---- reloading ---------------------------------------------------------------------------
 

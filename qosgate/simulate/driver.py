@@ -30,7 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,6 +40,9 @@ from qosgate.core.records import node_record_from_raw, pod_record_from_raw
 from qosgate.core.types import ClassKey
 from qosgate.simulate.client import ExtenderClient, ExtenderUnavailable
 from qosgate.simulate.model import MANAGED_BY, MI, SimulationConfig, SimulationReport, summarize_filter
+
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
 
 
 @dataclass
@@ -55,13 +58,13 @@ class _Item:
 
 
 class Simulator:
-    """Schedules pending pods through an extender. `api` is a kubernetes ApiClient (raw JSON via kube.rest).
+    """Schedules pending pods through an extender. `api` is a KubeClient (raw JSON via qosgate.kube.rest).
 
     `on_step(index)` runs on the scheduling thread after each pod decision; tests use it to restart the
     extender mid-run (then call `capacity_changed()` so parked pods are retried).
     """
 
-    def __init__(self, api: Any, extender: ExtenderClient, config: SimulationConfig | None = None,
+    def __init__(self, api: KubeClient | None, extender: ExtenderClient, config: SimulationConfig | None = None,
                  on_step: Callable[[int], None] | None = None) -> None:
         self.api = api
         self.extender = extender
@@ -82,8 +85,10 @@ class Simulator:
     # --- API helpers ---------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
                  query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
-        from qosgate.kube.rest import request_json
+        from qosgate.kube.rest import TransportError, request_json
 
+        if self.api is None:
+            raise TransportError(f"{method} {path}: the simulator was given no API server")
         return request_json(self.api, method, path, body=body, query=query)
 
     def _list(self, path: str) -> list[dict[str, Any]]:

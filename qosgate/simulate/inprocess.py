@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qosgate.core.nodefit import STRATEGIES
 from qosgate.simulate.client import ExtenderClient, ExtenderUnavailable
 from qosgate.simulate.faults import FlakyBinder
 
+if TYPE_CHECKING:
+    from qosgate.kube.transport import KubeClient
+
 
 @contextlib.contextmanager
-def in_process_extender(api: Any, protectable_percent: int = 90, accounting: str = "annotated",
+def in_process_extender(api: KubeClient, protectable_percent: int = 90, accounting: str = "annotated",
                         strategy: str = "spread", bind_failure_rate: float = 0.0, seed: int = 0,
                         sync_timeout: float = 60.0) -> Iterator[ExtenderClient]:
     """Serve an extender over HTTPS on loopback (fresh CA), fed by watch caches of `api`; yields a client."""

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, Configuration
 
 from qosgate.agent.cluster import EventRecorder, LeasePublisher, NodeInfo, PodViewStore, list_pods_once
 from qosgate.agent.engine import PassSettings
 from qosgate.agent.wiring import AgentConfig, build_agent
 from qosgate.core.nodereport import NodeReport, lease_name, read_lease
+from qosgate.kube.kubeconfig import ClientConfig
+from qosgate.kube.transport import KubeClient
 from qosgate.serving.lifecycle import Lifecycle
 from tests.agent.faketree import FakeNode, MiB
 from tests.support.tls import eventually
@@ -45,16 +46,14 @@ class Clock:
         return self.now
 
 
-def dead_api() -> ApiClient:
-    configuration = Configuration()
-    configuration.host = "http://127.0.0.1:9"  # discard port: connection refused
-    return ApiClient(configuration)
+def dead_api() -> KubeClient:
+    return KubeClient(ClientConfig(server="http://127.0.0.1:9"))  # discard port: connection refused
 
 
 def test_the_lease_is_written_when_changed_or_due_only(api) -> None:
     fake_api = api
     clock = Clock()
-    publisher = LeasePublisher(fake_api.api_client(), "n1", report_interval=30, clock=clock)
+    publisher = LeasePublisher(fake_api.kube_client(), "n1", report_interval=30, clock=clock)
     assert publisher.publish(report())
     lease = stored_lease(fake_api)
     assert lease["spec"]["holderIdentity"] == "n1" and lease["spec"]["leaseDurationSeconds"] == 90
@@ -70,8 +69,8 @@ def test_the_lease_is_written_when_changed_or_due_only(api) -> None:
 
 def test_a_lease_left_by_a_previous_run_is_taken_over(api) -> None:
     fake_api = api
-    LeasePublisher(fake_api.api_client(), "n1").publish(report())
-    fresh = LeasePublisher(fake_api.api_client(), "n1")
+    LeasePublisher(fake_api.kube_client(), "n1").publish(report())
+    fresh = LeasePublisher(fake_api.kube_client(), "n1")
     assert fresh.publish(report(accounted_bytes=MiB))
     lease = stored_lease(fake_api)
     assert read_lease(lease, "n1", datetime.now(UTC)).report.accounted_bytes == MiB
@@ -90,7 +89,7 @@ def test_an_api_that_is_down_is_counted_not_raised() -> None:
 def test_overcommit_events_are_rate_limited(api) -> None:
     fake_api = api
     clock = Clock()
-    events = EventRecorder(fake_api.api_client(), "n1", clock=clock)
+    events = EventRecorder(fake_api.kube_client(), "n1", clock=clock)
     events.overcommit("kubepods asks 2Gi")
     clock.now = 60
     events.overcommit("kubepods asks 2Gi")
@@ -110,7 +109,7 @@ def test_node_budget_from_annotation_or_catalog_percent(api) -> None:
                    {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "annotations": {
                        "qosgate.io/protectable-memory": "3Gi", "qosgate.io/qos-classes": "memory-qos=gold"}},
                     "status": {"allocatable": {"memory": "10Gi"}}}])
-    n1, n2 = NodeInfo(fake_api.api_client(), "n1", 90), NodeInfo(fake_api.api_client(), "n2", 90)
+    n1, n2 = NodeInfo(fake_api.kube_client(), "n1", 90), NodeInfo(fake_api.kube_client(), "n2", 90)
     n1.update()
     n2.update()
     assert n1.configured_budget() == 9 * 2**30 and n1.admin_offer() is None
@@ -138,7 +137,7 @@ def test_the_running_agent_pre_provisions_a_pod_bound_to_its_node_and_publishes(
                          nri_config=None, state_file=str(tmp_path / "state.json"), interval=30, report_interval=30,
                          nri_configmap=None)
     lifecycle = Lifecycle()
-    build_agent(config, lifecycle, fake_api.api_client())
+    build_agent(config, lifecycle, fake_api.kube_client())
     try:
         eventually(lambda: stored_lease(fake_api) is not None, timeout=10)
         uid = "0b5d1f2e-7c3a-4e8b-9d6f-1a2b3c4d5e6f"

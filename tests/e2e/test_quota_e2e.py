@@ -149,7 +149,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterato
     listeners: list[Listener] = []
     holder = CatalogHolder()
     for _ in range(REPLICAS):
-        replica_api = api.api_client()  # each replica: its own connection pool, caches and ledger client
+        replica_api = api.kube_client()  # each replica: its own connection pool, caches and ledger client
         cache = ClusterCache(replica_api, watch_nodes=False, watch_quota_configmaps=True)
         cache.start()
         # wait_timeout matches the 10 s webhook timeout registered below: a loaded CI machine must not turn

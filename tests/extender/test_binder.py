@@ -27,7 +27,7 @@ def test_binding_body_carries_the_uid_precondition() -> None:
 
 def test_bind_then_retry_then_elsewhere(fake_api: FakeAPIServer) -> None:
     pod = seeded(fake_api)
-    binder = KubeBinder(fake_api.api_client())
+    binder = KubeBinder(fake_api.kube_client())
     uid = pod["metadata"]["uid"]
     assert binder.bind("default", "p", uid, "a").outcome is BindOutcome.BOUND
     assert fake_api.get_object("pods", "default", "p")["spec"]["nodeName"] == "a"  # type: ignore[index]
@@ -39,14 +39,14 @@ def test_bind_then_retry_then_elsewhere(fake_api: FakeAPIServer) -> None:
 
 def test_replaced_pod_is_never_bound(fake_api: FakeAPIServer) -> None:
     seeded(fake_api)
-    result = KubeBinder(fake_api.api_client()).bind("default", "p", "some-older-uid", "a")
+    result = KubeBinder(fake_api.kube_client()).bind("default", "p", "some-older-uid", "a")
     assert result.outcome is BindOutcome.REJECTED
     assert not fake_api.get_object("pods", "default", "p")["spec"].get("nodeName")  # type: ignore[index]
 
 
 def test_missing_pod_is_rejected(fake_api: FakeAPIServer) -> None:
     seeded(fake_api)
-    result = KubeBinder(fake_api.api_client()).bind("default", "ghost", "u", "a")
+    result = KubeBinder(fake_api.kube_client()).bind("default", "ghost", "u", "a")
     assert result.outcome is BindOutcome.REJECTED and "ghost" in result.message
 
 

@@ -2,7 +2,8 @@
 
 from tests.fakeapi import FakeAPIServer
 with FakeAPIServer() as api:
-    client = api.api_client()          # kubernetes.client.ApiClient via a kubeconfig
+    client = api.api_client()          # kubernetes.client.ApiClient via a kubeconfig (to set things up)
+    kube = api.kube_client()           # qosgate's KubeClient via a kubeconfig (to hand to qosgate code)
 """
 
 from .admission import UserInfo

@@ -410,6 +410,10 @@ class FakeAPIServer:
             gs.append("system:authenticated")
         self._users[token] = UserInfo(username, tuple(gs), uid, dict(extra or {}))
 
+    def remove_user(self, token: str) -> None:
+        """Stop accepting a bearer token (a rotated or revoked credential): its requests get 401."""
+        self._users.pop(token, None)
+
     def _authenticate(self, header: str) -> UserInfo | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
@@ -443,6 +447,17 @@ class FakeAPIServer:
             os.path.join(self._tmpdir.name, f"kubeconfig-{len(os.listdir(self._tmpdir.name))}"), token=token
         )
         return config.new_client_from_config(config_file=path)
+
+    def kube_client(self, token: str = "admin") -> Any:
+        """qosgate's own client (``qosgate.kube.transport.KubeClient``) through a kubeconfig written by this server."""
+        from qosgate.kube.config import load_api_client
+
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="fakeapi-")
+        path = self.write_kubeconfig(
+            os.path.join(self._tmpdir.name, f"kubeconfig-{len(os.listdir(self._tmpdir.name))}"), token=token
+        )
+        return load_api_client(path)
 
     def version_info(self) -> dict[str, str]:
         major, minor = self.version

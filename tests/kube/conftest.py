@@ -1,4 +1,4 @@
-"""Fixtures for the kube-layer tests: a fake API server on loopback and an official-client ApiClient for it."""
+"""Fixtures for the kube-layer tests: a fake API server on loopback and qosgate's KubeClient for it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient
 
 from qosgate.kube.config import load_api_client
+from qosgate.kube.transport import KubeClient
 from tests.fakeapi import FakeAPIServer
 
 
@@ -19,7 +19,7 @@ def api() -> Iterator[FakeAPIServer]:
 
 
 @pytest.fixture
-def client(api: FakeAPIServer, tmp_path: Path) -> Iterator[ApiClient]:
+def client(api: FakeAPIServer, tmp_path: Path) -> Iterator[KubeClient]:
     kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"), token="admin")
     api_client = load_api_client(kubeconfig)
     yield api_client

@@ -46,10 +46,10 @@ def test_explicit_kubeconfig_and_context(no_ambient_config: Path) -> None:
     path = no_ambient_config / "kc.yaml"
     path.write_text(KUBECONFIG)
     client = load_api_client(str(path))
-    assert client.configuration.host == "http://127.0.0.1:1"
-    assert client.configuration.api_key["BearerToken"].endswith("secret-token")
-    assert client.configuration.connection_pool_maxsize >= kube_config.POOL_SIZE
-    assert load_api_client(str(path), context="two").configuration.host == "http://127.0.0.1:2"
+    assert client.server == "http://127.0.0.1:1"
+    assert client.config.token == "secret-token"
+    assert client.pool_size >= kube_config.POOL_SIZE
+    assert load_api_client(str(path), context="two").server == "http://127.0.0.1:2"
 
 
 def test_missing_explicit_kubeconfig_is_an_error_not_a_fallback(no_ambient_config: Path) -> None:
@@ -74,26 +74,30 @@ def test_home_and_env_kubeconfig(no_ambient_config: Path, monkeypatch: pytest.Mo
         load_api_client()
     (no_ambient_config / ".kube").mkdir()
     (no_ambient_config / ".kube" / "config").write_text(KUBECONFIG)
-    assert load_api_client().configuration.host == "http://127.0.0.1:1"
+    assert load_api_client().server == "http://127.0.0.1:1"
     other = no_ambient_config / "other.yaml"
     other.write_text(KUBECONFIG.replace("current-context: one", "current-context: two"))
     monkeypatch.setenv("KUBECONFIG", str(other))
-    assert load_api_client().configuration.host == "http://127.0.0.1:2"
+    assert load_api_client().server == "http://127.0.0.1:2"
 
 
-def test_in_cluster(no_ambient_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster(no_ambient_config: Path, monkeypatch: pytest.MonkeyPatch, cert_dir: Path) -> None:
     sa = no_ambient_config / "sa"
     sa.mkdir()
     (sa / "token").write_text("pod-token")
-    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")  # only read at connection time
+    (sa / "ca.crt").write_bytes((cert_dir / "ca.crt").read_bytes())
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_TOKEN", sa / "token")
-    monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME", str(sa / "token"))
-    monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
+    monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_CA", sa / "ca.crt")
     client = load_api_client()
-    assert client.configuration.host == "https://10.0.0.1:443"
-    assert "pod-token" in client.configuration.api_key["BearerToken"]
+    assert client.server == "https://10.0.0.1:443"
+    assert client.config.token_file == str(sa / "token") and client.config.ca_file == str(sa / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")  # IPv6 service addresses are bracketed
+    assert load_api_client().server == "https://[fd00::1]:443"
+    # A context asks for a kubeconfig, never the service account.
+    with pytest.raises(KubeConfigError, match="skipped: a context was requested"):
+        load_api_client(context="one")
 
 
 def test_microtime_round_trip() -> None:

@@ -8,12 +8,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient
 
 from qosgate.core.records import PodRecord, pod_record_from_raw
 from qosgate.kube.informer import ClusterCache, Informer
 from qosgate.kube.rest import request_json
 from qosgate.kube.store import NodeStore, PodStore
+from qosgate.kube.transport import KubeClient
 from tests.fakeapi import FakeAPIServer
 from tests.kube.kubeops import (
     bind,
@@ -52,7 +52,7 @@ class Mirror:
                 self.records[uid] = new
 
 
-def fresh_records(client: ApiClient) -> dict[str, PodRecord]:
+def fresh_records(client: KubeClient) -> dict[str, PodRecord]:
     items, _ = list_all(client, "/api/v1/pods")
     return {r.uid: r for r in (pod_record_from_raw(item) for item in items)}
 
@@ -72,13 +72,13 @@ def assert_aggregates_consistent(store: PodStore) -> None:
 
 
 @pytest.fixture
-def cache(client: ApiClient) -> Iterator[ClusterCache]:
+def cache(client: KubeClient) -> Iterator[ClusterCache]:
     cache = ClusterCache(client, "annotated", watch_nodes=True, watch_quota_configmaps=True, page_size=7, **FAST)
     yield cache
     cache.stop()
 
 
-def random_operations(client: ApiClient, rng: random.Random, count: int, live: dict[tuple[str, str], bool],
+def random_operations(client: KubeClient, rng: random.Random, count: int, live: dict[tuple[str, str], bool],
                       serial: list[int]) -> None:
     """Create / update / bind / finish / delete pods at random. `live` maps (ns, name) → bound."""
     for _ in range(count):
@@ -106,7 +106,7 @@ def random_operations(client: ApiClient, rng: random.Random, count: int, live: d
             del live[(ns, name)]
 
 
-def test_cache_converges_after_random_operations(client: ApiClient, cache: ClusterCache) -> None:
+def test_cache_converges_after_random_operations(client: KubeClient, cache: ClusterCache) -> None:
     for ns in ("alpha", "beta"):
         create_namespace(client, ns)
     rng = random.Random(2024)
@@ -130,7 +130,7 @@ def test_cache_converges_after_random_operations(client: ApiClient, cache: Clust
     assert cache.pod_informer.last_error is None
 
 
-def test_survives_dropped_watches_without_relisting(client: ApiClient, api: FakeAPIServer,
+def test_survives_dropped_watches_without_relisting(client: KubeClient, api: FakeAPIServer,
                                                     cache: ClusterCache) -> None:
     for ns in ("alpha", "beta"):
         create_namespace(client, ns)
@@ -150,7 +150,7 @@ def test_survives_dropped_watches_without_relisting(client: ApiClient, api: Fake
     assert_aggregates_consistent(cache.pods)
 
 
-def test_compaction_forces_a_relist_that_loses_and_duplicates_nothing(client: ApiClient, api: FakeAPIServer,
+def test_compaction_forces_a_relist_that_loses_and_duplicates_nothing(client: KubeClient, api: FakeAPIServer,
                                                                        cache: ClusterCache) -> None:
     create_namespace(client, "alpha")
     for i in range(10):
@@ -192,7 +192,7 @@ def test_compaction_forces_a_relist_that_loses_and_duplicates_nothing(client: Ap
     assert cache.pods.node_memory_min("n1") == 7 * 2**20 + 5
 
 
-def test_bookmarks_advance_the_resource_version(client: ApiClient, api: FakeAPIServer) -> None:
+def test_bookmarks_advance_the_resource_version(client: KubeClient, api: FakeAPIServer) -> None:
     create_namespace(client, "alpha")
     store = PodStore()
     informer = Informer(client, "/api/v1/pods", store, name="pods", **FAST)
@@ -221,7 +221,7 @@ def test_bookmarks_advance_the_resource_version(client: ApiClient, api: FakeAPIS
     assert not informer.running
 
 
-def test_quota_configmaps_follow_the_label_selector(client: ApiClient, cache: ClusterCache) -> None:
+def test_quota_configmaps_follow_the_label_selector(client: KubeClient, cache: ClusterCache) -> None:
     create_namespace(client, "alpha")
     labelled = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "quota", "namespace": "alpha", "labels": {"qosgate.io/quota": "true"}},
@@ -239,7 +239,7 @@ def test_quota_configmaps_follow_the_label_selector(client: ApiClient, cache: Cl
     assert wait_until(lambda: cache.quota_configmaps.get("alpha", "quota") is None)
 
 
-def test_nodes_are_cached(client: ApiClient) -> None:
+def test_nodes_are_cached(client: KubeClient) -> None:
     request_json(client, "POST", "/api/v1/nodes",
                  body=make_node("n1", "16Gi", {"qosgate.io/qos-classes": "memory-qos=gold:2"}))
     store = NodeStore()
@@ -256,7 +256,7 @@ def test_nodes_are_cached(client: ApiClient) -> None:
         informer.stop()
 
 
-def test_unreachable_server_reports_and_stop_is_prompt(client: ApiClient, api: FakeAPIServer) -> None:
+def test_unreachable_server_reports_and_stop_is_prompt(client: KubeClient, api: FakeAPIServer) -> None:
     api.stop()
     informer = Informer(client, "/api/v1/pods", PodStore(), name="pods", **FAST)
     informer.start()
@@ -266,7 +266,7 @@ def test_unreachable_server_reports_and_stop_is_prompt(client: ApiClient, api: F
     assert not informer.running
 
 
-def test_start_twice_is_an_error(client: ApiClient) -> None:
+def test_start_twice_is_an_error(client: KubeClient) -> None:
     informer = Informer(client, "/api/v1/pods", name="pods", **FAST)
     informer.start()
     try:
@@ -292,7 +292,7 @@ class GatedPodStore(PodStore):
         return super()._convert(obj)
 
 
-def test_expired_continue_token_falls_back_to_a_whole_list(client: ApiClient, api: FakeAPIServer) -> None:
+def test_expired_continue_token_falls_back_to_a_whole_list(client: KubeClient, api: FakeAPIServer) -> None:
     create_namespace(client, "alpha")
     for i in range(20):
         create(client, make_pod(f"p-{i}", "alpha"))

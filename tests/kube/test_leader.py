@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kubernetes.client import ApiClient
 
 from qosgate.kube.leader import LeaderElector, lease_path
 from qosgate.kube.rest import request_json
+from qosgate.kube.transport import KubeClient
 from tests.kube.kubeops import create_namespace, wait_until
 
 MICROTIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -47,7 +47,7 @@ class Overlap:
 
 
 @pytest.fixture
-def electors(client: ApiClient) -> Iterator[list[LeaderElector]]:
+def electors(client: KubeClient) -> Iterator[list[LeaderElector]]:
     create_namespace(client, "qosgate-system")
     made: list[LeaderElector] = []
     yield made
@@ -55,7 +55,7 @@ def electors(client: ApiClient) -> Iterator[list[LeaderElector]]:
         elector.stop()
 
 
-def make(client: ApiClient, made: list[LeaderElector], identity: str, events: list[str] | None = None,
+def make(client: KubeClient, made: list[LeaderElector], identity: str, events: list[str] | None = None,
          **options: object) -> LeaderElector:
     def started() -> None:
         if events is not None:
@@ -71,11 +71,11 @@ def make(client: ApiClient, made: list[LeaderElector], identity: str, events: li
     return elector
 
 
-def read_lease(client: ApiClient) -> dict:
+def read_lease(client: KubeClient) -> dict:
     return request_json(client, "GET", lease_path("qosgate-system", "qosgate-extender"))
 
 
-def test_first_candidate_creates_and_holds_the_lease(client: ApiClient, electors: list[LeaderElector]) -> None:
+def test_first_candidate_creates_and_holds_the_lease(client: KubeClient, electors: list[LeaderElector]) -> None:
     events: list[str] = []
     a = make(client, electors, "a", events)
     a.start()
@@ -91,7 +91,7 @@ def test_first_candidate_creates_and_holds_the_lease(client: ApiClient, electors
     assert read_lease(client)["spec"]["holderIdentity"] == ""  # released
 
 
-def test_release_hands_over_and_callbacks_do_not_overlap(client: ApiClient, electors: list[LeaderElector]) -> None:
+def test_release_hands_over_and_callbacks_do_not_overlap(client: KubeClient, electors: list[LeaderElector]) -> None:
     events: list[str] = []
     # A long lease: without the release, b would wait 30 s; the test would hit wait_until's bound and fail.
     slow = {"lease_duration": 30.0, "renew_deadline": 20.0, "retry_period": 0.05}
@@ -111,7 +111,7 @@ def test_release_hands_over_and_callbacks_do_not_overlap(client: ApiClient, elec
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] >= 1
 
 
-def test_takeover_when_the_leader_stops_renewing(client: ApiClient, electors: list[LeaderElector],
+def test_takeover_when_the_leader_stops_renewing(client: KubeClient, electors: list[LeaderElector],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     a = make(client, electors, "a", events)
@@ -130,7 +130,7 @@ def test_takeover_when_the_leader_stops_renewing(client: ApiClient, electors: li
     assert read_lease(client)["spec"]["holderIdentity"] == "b"
 
 
-def test_crashed_leader_without_release_is_replaced_after_expiry(client: ApiClient,
+def test_crashed_leader_without_release_is_replaced_after_expiry(client: KubeClient,
                                                                  electors: list[LeaderElector]) -> None:
     a = make(client, electors, "a", release_on_stop=False)
     b = make(client, electors, "b")
@@ -142,7 +142,7 @@ def test_crashed_leader_without_release_is_replaced_after_expiry(client: ApiClie
     assert wait_until(lambda: b.is_leader)
 
 
-def test_candidates_never_lead_together(client: ApiClient, electors: list[LeaderElector]) -> None:
+def test_candidates_never_lead_together(client: KubeClient, electors: list[LeaderElector]) -> None:
     rng = random.Random(11)
     group = [make(client, electors, f"c{i}") for i in range(3)]
     leaders_seen: set[str] = set()

@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kubernetes.client import ApiClient
 
 from qosgate.kube.ledger import ConfigMapLedger, LedgerConflictError
 from qosgate.kube.rest import ApiError, request_json
+from qosgate.kube.transport import KubeClient
 from tests.kube.kubeops import create_namespace
 
 NS = "qosgate-system"
 
 
 @pytest.fixture
-def namespace(client: ApiClient) -> str:
+def namespace(client: KubeClient) -> str:
     create_namespace(client, NS)
     return NS
 
@@ -26,7 +26,7 @@ def increment(data: dict[str, str]) -> int:
     return value
 
 
-def test_creates_on_first_update_and_reads_back(client: ApiClient, namespace: str) -> None:
+def test_creates_on_first_update_and_reads_back(client: KubeClient, namespace: str) -> None:
     ledger = ConfigMapLedger(client, namespace, "ledger", labels={"app": "qosgate"})
     assert ledger.read() == {}
     assert ledger.update(increment) == 1
@@ -37,7 +37,7 @@ def test_creates_on_first_update_and_reads_back(client: ApiClient, namespace: st
     assert ledger.writes == 2 and ledger.conflicts == 0
 
 
-def test_abort_and_no_change_write_nothing(client: ApiClient, namespace: str) -> None:
+def test_abort_and_no_change_write_nothing(client: KubeClient, namespace: str) -> None:
     ledger = ConfigMapLedger(client, namespace, "ledger")
     assert ledger.update(lambda data: len(data)) == 0
     with pytest.raises(ApiError) as missing:
@@ -57,7 +57,7 @@ def test_abort_and_no_change_write_nothing(client: ApiClient, namespace: str) ->
         ledger.update(lambda data: data.__setitem__("n", 3))  # type: ignore[func-returns-value]
 
 
-def test_concurrent_writers_never_lose_an_update(client: ApiClient, namespace: str) -> None:
+def test_concurrent_writers_never_lose_an_update(client: KubeClient, namespace: str) -> None:
     ledgers = [ConfigMapLedger(client, namespace, "shared", max_attempts=50, backoff_initial=0.001, backoff_max=0.02)
                for _ in range(3)]
     successes: list[int] = []
@@ -89,7 +89,7 @@ def test_concurrent_writers_never_lose_an_update(client: ApiClient, namespace: s
     assert len(failures) == sum(ledger.exhausted for ledger in ledgers)
 
 
-def test_exhaustion_raises_a_clear_error(client: ApiClient, namespace: str) -> None:
+def test_exhaustion_raises_a_clear_error(client: KubeClient, namespace: str) -> None:
     ledger = ConfigMapLedger(client, namespace, "contended", max_attempts=3, backoff_initial=0.001)
     rival = ConfigMapLedger(client, namespace, "contended")
     rival.update(increment)
@@ -106,7 +106,7 @@ def test_exhaustion_raises_a_clear_error(client: ApiClient, namespace: str) -> N
     assert rival.read()["counter"] == "4"  # only the rival's updates landed
 
 
-def test_create_race_is_a_conflict_too(client: ApiClient, namespace: str) -> None:
+def test_create_race_is_a_conflict_too(client: KubeClient, namespace: str) -> None:
     ledger = ConfigMapLedger(client, namespace, "racy")
     rival = ConfigMapLedger(client, namespace, "racy")
     first = [True]
@@ -121,7 +121,7 @@ def test_create_race_is_a_conflict_too(client: ApiClient, namespace: str) -> Non
     assert ledger.conflicts == 1 and ledger.read() == {"counter": "2"}
 
 
-def test_sole_writer_skips_the_read_before_its_next_write(client: ApiClient, namespace: str, api) -> None:
+def test_sole_writer_skips_the_read_before_its_next_write(client: KubeClient, namespace: str, api) -> None:
     ledger = ConfigMapLedger(client, namespace, "solo")
     ledger.update(increment)
     gets_before = sum(1 for r in api.requests_log if r.verb == "get" and r.resource == "configmaps")
@@ -132,7 +132,7 @@ def test_sole_writer_skips_the_read_before_its_next_write(client: ApiClient, nam
     assert ledger.read() == {"counter": "2"}
 
 
-def test_stale_own_copy_is_corrected_by_the_conflict(client: ApiClient, namespace: str) -> None:
+def test_stale_own_copy_is_corrected_by_the_conflict(client: KubeClient, namespace: str) -> None:
     ours, theirs = ConfigMapLedger(client, namespace, "shared"), ConfigMapLedger(client, namespace, "shared")
     ours.update(increment)
     theirs.update(increment)  # ours now holds an outdated copy
@@ -140,7 +140,7 @@ def test_stale_own_copy_is_corrected_by_the_conflict(client: ApiClient, namespac
     assert ours.read() == {"counter": "3"}
 
 
-def test_decision_that_writes_nothing_reads_committed_data(client: ApiClient, namespace: str) -> None:
+def test_decision_that_writes_nothing_reads_committed_data(client: KubeClient, namespace: str) -> None:
     ours, theirs = ConfigMapLedger(client, namespace, "peek"), ConfigMapLedger(client, namespace, "peek")
     ours.update(increment)
     theirs.update(increment)

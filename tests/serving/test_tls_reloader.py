@@ -37,7 +37,7 @@ def install(src: Path, dst: Path, *, cert: bool = True, key: bool = True) -> Non
 def test_initial_load_exposes_expiry_and_validity(fresh_cert_dir: Path) -> None:
     reloader = reloader_for(fresh_cert_dir)
     assert reloader.fingerprint == leaf_fingerprint(fresh_cert_dir)
-    assert reloader.not_after == reloader.certificate.not_valid_after_utc
+    assert reloader.not_after == x509.load_der_x509_certificate(reloader.certificate_der).not_valid_after_utc
     assert reloader.not_after > dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
     assert reloader.is_valid()
     assert not reloader.is_valid(reloader.not_after + dt.timedelta(seconds=1))
@@ -130,10 +130,10 @@ def test_expired_replacement_is_refused(fresh_cert_dir: Path, tmp_path: Path) ->
 def test_switching_key_algorithm_is_a_plain_swap(tmp_path: Path) -> None:
     directory = make_cert_dir(tmp_path / "rsa", key_type="rsa")
     reloader = reloader_for(directory)
-    assert isinstance(reloader.certificate.public_key(), rsa.RSAPublicKey)
+    assert isinstance(x509.load_der_x509_certificate(reloader.certificate_der).public_key(), rsa.RSAPublicKey)
     install(make_cert_dir(tmp_path / "ec"), directory)
     assert reloader.check() is True
-    assert isinstance(reloader.certificate.public_key(), ec.EllipticCurvePublicKey)
+    assert isinstance(x509.load_der_x509_certificate(reloader.certificate_der).public_key(), ec.EllipticCurvePublicKey)
 
 
 def test_kubernetes_secret_volume_symlink_swap(tmp_path: Path) -> None:

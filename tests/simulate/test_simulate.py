@@ -59,7 +59,7 @@ class RestartableExtender:
         self.state: ExtenderState | None = None
 
     def start(self) -> ExtenderClient:
-        client = self.api.api_client()
+        client = self.api.kube_client()
         cache = ClusterCache(client, "annotated")
         cache.start()
         self._stack.callback(cache.stop)
@@ -101,7 +101,7 @@ class OvercommitWatch:
         self.violations: list[str] = []
         self.events = 0
         self.store.subscribe(self._check)
-        self.informer = Informer(api.api_client(), "/api/v1/pods", self.store, name="overcommit-watch")
+        self.informer = Informer(api.kube_client(), "/api/v1/pods", self.store, name="overcommit-watch")
 
     def _check(self, old: PodRecord | None, new: PodRecord | None) -> None:
         self.events += 1
@@ -176,7 +176,7 @@ def test_acceptance_many_pods_restart_failures_never_overcommit(served_api: Fake
             pods=pods, seed=7, min_memory_min=64 * MI, max_memory_min=1536 * MI, zero_fraction=0.1,
             classes=(GOLD, SILVER), class_fraction=0.25, bind_workers=16, bind_delay=0.01,
             bind_timeout_rate=0.01, bind_duplicate_rate=0.02, give_up_after=60)
-        simulator = Simulator(served_api.api_client(), client, config, on_step=on_step)
+        simulator = Simulator(served_api.kube_client(), client, config, on_step=on_step)
         try:
             report = simulator.run()
         finally:
@@ -215,7 +215,7 @@ def test_small_run_places_everything_that_fits_and_explains_the_rest(fake_api: F
     try:
         config = SimulationConfig(pods=12, seed=3, min_memory_min=MI * 1024, max_memory_min=MI * 1024,
                                   zero_fraction=0.0, classes=(GOLD,), class_fraction=0.5, bind_workers=4)
-        report = Simulator(fake_api.api_client(), client, config).run()
+        report = Simulator(fake_api.kube_client(), client, config).run()
     finally:
         extender.stop()
     # 3Gi protectable on "small" + 7Gi on "gold" → at most 10 pods of 1Gi, and one gold pod in all.
