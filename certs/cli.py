@@ -266,7 +266,8 @@ def _run(args: argparse.Namespace) -> int:
             if action is EnsureAction.REGENERATED:
                 print(f"{_PROG}: CA replaced: update every caBundle and kube-scheduler's copy", file=sys.stderr)
             # Re-issued when missing, expiring or not signed by the (possibly new) CA.
-            ensure_client_certificate(out, args.client_name, renew_before_days=args.renew_before)
+            ensure_client_certificate(out, args.client_name, renew_before_days=args.renew_before, days=args.days,
+                                      key_type=args.key_type)
         else:
             generate_certificates(
                 out,

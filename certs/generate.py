@@ -646,9 +646,12 @@ def ensure_client_certificate(
     common_name: str = DEFAULT_CLIENT_NAME,
     *,
     renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS,
+    days: int = DEFAULT_SERVING_DAYS,
+    key_type: KeyType = "ecdsa",
     now: dt.datetime | None = None,
 ) -> tuple[Path, Path]:
-    """Keep a client pair issued by ``cert_dir``'s CA that is valid beyond ``renew_before_days``."""
+    """Keep a client pair issued by ``cert_dir``'s CA that is valid beyond ``renew_before_days``; a new one
+    lasts ``days`` with a ``key_type`` key."""
     paths = CertPaths.in_dir(cert_dir)
     cert_path, key_path = paths.directory / CLIENT_CERT_FILE, paths.directory / CLIENT_KEY_FILE
     moment, margin = _now(now), dt.timedelta(days=renew_before_days)
@@ -659,4 +662,4 @@ def ensure_client_certificate(
             return cert_path, key_path
     except (OSError, ValueError, TypeError, InvalidSignature):
         pass
-    return issue_client_certificate(cert_dir, common_name, now=now)
+    return issue_client_certificate(cert_dir, common_name, days=days, key_type=key_type, now=now)

@@ -2,8 +2,9 @@
 
 Settings come from the class catalog (protectablePercent, and the accounting its backends imply,
 architecture §5) and from the typed configuration the CLI builds (strategy, reservation TTL, leader
-election, client authentication). The catalog is read at start: changing it takes a restart, so all
-decisions of one process use one rule.
+election, client authentication). The catalog is followed live: a new valid version swaps the settings
+under the decision lock (`ExtenderState.set_settings`, architecture §4.2.4), so every filter or bind sees
+one rule or the other, never a mix; `--strategy` and `--reservation-ttl` take a restart.
 """
 
 from __future__ import annotations

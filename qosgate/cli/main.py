@@ -1,4 +1,4 @@
-"""The `qosgate` command line: serve, certs, render, explain, simulate."""
+"""The `qosgate` command line: serve, agent, status, certs, render, explain, simulate."""
 
 from __future__ import annotations
 

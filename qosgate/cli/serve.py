@@ -107,7 +107,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                        help="seconds a quota or node reservation waits for its pod to appear (default 30)")
     serve.add_argument("--strategy", choices=STRATEGIES, default="spread",
                        help="extender prioritize strategy (default spread)")
-    serve.add_argument("--leader-elect", action="store_true", help="extender: serve only while holding the Lease")
+    serve.add_argument("--leader-elect", action="store_true",
+                       help="extender: only the Lease holder decides; with an advertised address (POD_IP or "
+                            "--extender-advertise-url) followers stay ready and forward the verbs to it")
     serve.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     serve.add_argument("--lease-name", default="qosgate-extender")
     serve.add_argument("--lease-duration", type=_positive, default=5.0,
@@ -124,7 +126,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                        help="CA whose client certificates may call the extender's verbs (kube-scheduler's "
                             "tlsConfig.certFile); default: ca.crt of --cert-dir")
     serve.add_argument("--extender-allow-unauthenticated", action="store_true",
-                       help="UNSAFE: serve /filter, /prioritize and /bind to callers without a client "
+                       help="UNSAFE: serve /filter, /prioritize, /bind and /preempt to callers without a client "
                             "certificate (anyone reaching the port can then bind pods to nodes)")
     serve.add_argument("--max-connections", type=int, default=_DEFAULT_LIMITS.max_connections,
                        help=f"open client connections per process (default {_DEFAULT_LIMITS.max_connections})")

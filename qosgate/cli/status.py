@@ -51,7 +51,8 @@ def add_status_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     status = subparsers.add_parser("status", help="protectable vs accounted vs kernel-protected memory per node, "
                                                   "quota use per namespace, the extender leader",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    status.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    status.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then "
+                                                 "$KUBECONFIG, then ~/.kube/config)")
     status.add_argument("--context", help="kubeconfig context")
     status.add_argument("-l", "--selector", default="", help="only nodes matching this label selector")
     status.add_argument("-n", "--namespace", default="", help="only this namespace's quotas")

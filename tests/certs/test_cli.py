@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qosgate.certs.cli import add_certs_parser, main, run_certs
@@ -197,6 +198,16 @@ def test_ensure_keeps_the_client_certificate_and_reissues_it_under_a_new_ca(
     assert code == 0 and "CA replaced" in err
     ca = x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes())
     _client_cert(out_dir).verify_directly_issued_by(ca)  # ... and the client certificate with it
+
+
+def test_ensure_issues_the_client_certificate_with_the_requested_days_and_key_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "c"
+    assert run(capsys, "certs", "ensure", "--out", str(out_dir), "--days", "40", "--key-type", "rsa")[0] == 0
+    client = _client_cert(out_dir)
+    assert (client.not_valid_after_utc - client.not_valid_before_utc).days in (40, 41)
+    assert isinstance(client.public_key(), rsa.RSAPublicKey)
 
 
 def test_bad_client_name_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
