@@ -222,14 +222,23 @@ def create_error(core: client.CoreV1Api, namespace: str, body: dict[str, Any]) -
 
 
 def concurrent_creates(core: client.CoreV1Api, namespace: str, count: int) -> tuple[list[str], list[ApiException]]:
+    """`count` creates at once. A retryable refusal (503: the mutating webhook timed out on this loaded
+    single-process cluster, or quota could not be checked) is sent again, as clients and controllers do."""
     start = threading.Barrier(count)
 
     def one(_: int) -> str | ApiException:
         start.wait()
-        try:
-            return core.create_namespaced_pod(namespace, gold_pod()).metadata.name
-        except ApiException as exc:
-            return exc
+        last: ApiException | None = None
+        for _attempt in range(20):
+            try:
+                return core.create_namespaced_pod(namespace, gold_pod()).metadata.name
+            except ApiException as exc:
+                if exc.status != 503:
+                    return exc
+                last = exc
+                time.sleep(0.2)
+        assert last is not None
+        return last
 
     with ThreadPoolExecutor(count) as pool:
         results = list(pool.map(one, range(count)))
