@@ -182,7 +182,7 @@ def test_compaction_forces_a_relist_that_loses_and_duplicates_nothing(client: Ku
 
     expected = fresh_records(client)
     assert wait_until(lambda: store_records(cache.pods) == expected), cache.stats()
-    assert cache.pod_informer.relists >= 1
+    assert cache.pod_informer.relists >= 1, cache.stats()
     assert mirror.problems == []
     assert mirror.records == expected
     assert len(cache.pods) == len(expected) == 11
