@@ -132,7 +132,11 @@ def assert_sane(response: Response, body: bytes, caplog: pytest.LogCaptureFixtur
     answer = orjson.loads(response.body)["response"]
     assert answer["uid"] == json.loads(body)["request"]["uid"]
     if not answer["allowed"]:
-        assert 400 <= answer["status"]["code"] < 500, answer["status"]
+        status = answer["status"]
+        # The one deliberate 5xx: a class pod the mutating webhook never saw (flipping the annotations away
+        # looks exactly like that) is refused with a retryable 503 that says to retry.
+        retryable = status["code"] == 503 and status["message"].endswith("retry the request")
+        assert 400 <= status["code"] < 500 or retryable, status
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
