@@ -70,6 +70,7 @@ class Outcome:
     extender_mean_ms: dict[str, float]
     unbound: int
     cpu_ms_per_pod: dict[str, float]
+    extender_connections: int  # TLS connections the extender replicas accepted (handshakes paid) in the run
 
 
 # ----------------------------------------------------------------------------------------------- cluster
@@ -172,8 +173,9 @@ def component_pids(cp: ControlPlane, stack: QosgateStack, schedulers: list[Any])
 
 
 def extender_histogram(stack: QosgateStack) -> dict[str, tuple[float, float]]:
-    """verb → (count, sum of seconds) over every extender replica (a follower's count includes what it relayed)."""
-    totals = {verb: [0.0, 0.0] for verb in VERBS}
+    """verb → (count, sum of seconds) over every extender replica (a follower's count includes what it relayed);
+    under the key "connections", (TLS connections accepted, 0)."""
+    totals = {verb: [0.0, 0.0] for verb in (*VERBS, "connections")}
     for replica in stack.extenders:
         if not replica.process.running:
             continue
@@ -181,6 +183,7 @@ def extender_histogram(stack: QosgateStack) -> dict[str, tuple[float, float]]:
         for verb in VERBS:
             totals[verb][0] += metric(text, "qosgate_extender_request_duration_seconds_count", verb=verb)
             totals[verb][1] += metric(text, "qosgate_extender_request_duration_seconds_sum", verb=verb)
+        totals["connections"][0] += metric(text, "qosgate_http_connections_total", listener="extender")
     return {verb: (count, seconds) for verb, (count, seconds) in totals.items()}
 
 
@@ -228,7 +231,8 @@ def run_variant(cp: ControlPlane, stack: QosgateStack, variant: str, nodes: int,
     mean = {verb: 1000 * (after[verb][1] - before[verb][1]) / calls[verb] if calls[verb] else 0.0 for verb in VERBS}
     outcome = Outcome(variant, nodes, len(pods), seconds, (len(times) - 1) / seconds if seconds else 0.0,
                       len(auditor.overcommitted_nodes()), calls, mean, len(pods) - auditor.binds,
-                      {name: 1000 * used / len(pods) for name, used in cpu.items()})
+                      {name: 1000 * used / len(pods) for name, used in cpu.items()},
+                      int(after["connections"][0] - before["connections"][0]))
     delete_pods(cp, namespace)
     return outcome
 
@@ -308,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = run_variant(cp, stack, variant, nodes, pods, second_kubeconfig, args.timeout, args.direct)
                 results.append(outcome)
                 print(f"  ({variant}) {outcome.pods_per_second:.1f} pods/s, {outcome.overcommitted_nodes} "
-                      f"overcommitted, {outcome.unbound} unbound", flush=True)
+                      f"overcommitted, {outcome.unbound} unbound, {outcome.extender_connections} TLS connections "
+                      "accepted by the extender", flush=True)
     print_table(results, args.class_fraction, args.extender_replicas, args.direct)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))

@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=50, help="closed-loop keep-alive connections")
     parser.add_argument("--requests", type=int, default=20_000, help="closed-loop requests per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop arrival rate, req/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration")
     parser.add_argument("--sequential", type=int, default=3000, help="keep-alive round trips per server")

@@ -39,6 +39,10 @@ HTTP_REQUESTS = Counter(
     "qosgate_http_requests", "HTTP requests answered, by listener, route and status code.",
     ["listener", "route", "code"],
 )
+HTTP_CONNECTIONS = Counter(
+    "qosgate_http_connections", "Connections accepted (TLS handshake done), by listener: a rate close to the "
+    "request rate means clients do not keep connections alive and pay a handshake per call.", ["listener"],
+)
 HTTP_CONNECTIONS_REFUSED = Counter(
     "qosgate_http_connections_refused", "Connections closed at accept time, by listener and reason.",
     ["listener", "reason"],

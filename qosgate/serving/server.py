@@ -52,7 +52,7 @@ from qosgate.serving.http import (
     reason_phrase,
     too_large,
 )
-from qosgate.serving.metrics import HTTP_CONNECTIONS_REFUSED, HTTP_REQUESTS, STATE, Sample
+from qosgate.serving.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_REFUSED, HTTP_REQUESTS, STATE, Sample
 
 log = logging.getLogger("qosgate.serving")
 
@@ -110,7 +110,7 @@ class _Stop(Exception):
 
 
 class _ListenerState:
-    __slots__ = ("accept_paused", "closed", "listener", "port", "requests", "sock", "suppressed")
+    __slots__ = ("accept_paused", "accepted", "closed", "listener", "port", "requests", "sock", "suppressed")
 
     def __init__(self, listener: Listener, sock: socket.socket) -> None:
         self.listener = listener
@@ -120,6 +120,7 @@ class _ListenerState:
         self.closed = False
         self.suppressed = 0
         self.requests: dict[tuple[str, int], Any] = {}
+        self.accepted = HTTP_CONNECTIONS.labels(listener.name)
 
     def count(self, route: str, status: int) -> None:
         child = self.requests.get((route, status))
@@ -166,6 +167,7 @@ class _Connection(asyncio.Protocol):
         self.made = True
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
+        self.state.accepted.inc()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.client_certificate = ssl_object.getpeercert() or None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from qosgate.serving.http import Request, Response, Route
-from qosgate.serving.metrics import HTTP_REQUESTS
+from qosgate.serving.metrics import HTTP_CONNECTIONS, HTTP_REQUESTS
 from tests.serving.wire import Gate, Wire, echo_routes, request, serving
 
 LIMIT = 1024
@@ -203,3 +203,13 @@ def test_requests_are_counted_by_listener_route_and_status(port: int) -> None:
         for _ in range(3):
             wire.call("GET", "/ping")
     assert HTTP_REQUESTS.labels("test", "/ping", "200")._value.get() == before + 3
+
+
+def test_connections_are_counted_once_each_however_many_requests_they_carry(port: int) -> None:
+    # The rate of new connections is what tells an operator a client is paying a handshake per call.
+    before = HTTP_CONNECTIONS.labels("test")._value.get()
+    for _ in range(2):
+        with Wire(port) as wire:
+            for _ in range(3):
+                assert wire.call("GET", "/ping").status == 200
+    assert HTTP_CONNECTIONS.labels("test")._value.get() == before + 2
