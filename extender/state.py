@@ -632,7 +632,7 @@ class ExtenderState:
                 if reservation is None:
                     fit = self._fit(demand, node, {})
                     if not fit.ok:
-                        return f"node {node} no longer fits pod {namespace}/{name}: {fit.reason}"
+                        return f"node {node} no longer fits pod {namespace}/{name}: {fit.message}"
                     reservation = BindReservation(demand.uid, namespace, name, node, need, demand.classes,
                                                   self._clock() + self.settings.reservation_ttl)
                     self._tally.reserve(reservation)
@@ -725,6 +725,13 @@ class ExtenderState:
                          self._tally.floor.get(name, 0))
 
     # --- introspection (tests, metrics, the simulator) ----------------------------------------------
+    def explain_fit(self, pod: Mapping[str, Any], node: str) -> Fit:
+        """Whether the pod fits the node now, with the node's figures in `detail` (what filter words alike for
+        every node, this says for one)."""
+        demand = self.demand_of(pod)
+        with self._lock:
+            return self._fit(demand, node, {})
+
     def node_usage(self, node: str) -> tuple[int, int]:
         """(memory.min of pods the watch shows bound, memory.min reserved and not yet visible) on a node."""
         with self._lock:

@@ -37,10 +37,19 @@ class NodeLike(Protocol):
 @dataclass(frozen=True, slots=True)
 class Fit:
     ok: bool
+    # The same words for every node failing the same way: kube-scheduler counts identical reasons into one
+    # line of the FailedScheduling event ("0/5000 nodes are available: 4980 <reason>, …"); figures that differ
+    # per node would give one line per node and an event nobody can read.
     reason: str = ""
     # True when the pod could never fit this node whatever is evicted: the scheduler then reports the node
     # in FailedAndUnresolvableNodes and skips it for preemption (architecture §7.1).
     unresolvable: bool = False
+    # This node's figures, for messages about one node (a refused bind, `qosgate explain`).
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
 
 
 FITS = Fit(True)
@@ -71,13 +80,13 @@ def class_problem(pod_classes: Set[ClassKey], node: NodeLike,
         capacity = classes.get(klass)
         if capacity is None:
             choices = ", ".join(sorted(classes)) or "none"
-            return Fit(False, f"node does not offer {resource} class {klass} (offers: {choices})",
-                       unresolvable=True)
+            return Fit(False, f"node does not offer {resource} class {klass}", unresolvable=True,
+                       detail=f"offers: {choices}")
         if capacity:
             used = class_count_now.get((resource, klass), 0)
             if used + 1 > capacity:
                 # Resolvable: evicting a pod of that class frees the slot.
-                return Fit(False, f"{resource} class {klass} is full on this node ({used} of {capacity} used)")
+                return Fit(False, f"{resource} class {klass} is full", detail=f"{used} of {capacity} used")
     return FITS
 
 
@@ -98,14 +107,16 @@ def check_fit(pod_memory_min: int, pod_classes: Set[ClassKey], node: NodeLike, p
         budget = protectable(node, protectable_percent)
         if pod_memory_min > budget:
             return Fit(False, f"memory.min {format_bytes(pod_memory_min)} exceeds the node's whole protectable "
-                              f"memory {format_bytes(budget)}", unresolvable=True)
+                              "memory", unresolvable=True, detail=f"{format_bytes(budget)}")
         used = max(protected_now + reserved_now, kernel_floor)
         if used + pod_memory_min > budget:
             free = max(budget - used, 0)
-            reason = (f"memory.min {format_bytes(pod_memory_min)} exceeds free protectable "
-                      f"{format_bytes(free)} of {format_bytes(budget)}")
+            reason = f"memory.min {format_bytes(pod_memory_min)} exceeds the free protectable memory"
+            detail = f"{format_bytes(free)} of {format_bytes(budget)} free"
             # Name both problems so the user does not fix one only to meet the other.
-            return Fit(False, reason if classes.ok else f"{reason}; {classes.reason}")
+            if not classes.ok:
+                reason, detail = f"{reason}; {classes.reason}", f"{detail}; {classes.detail}"
+            return Fit(False, reason, detail=detail)
     return classes
 
 

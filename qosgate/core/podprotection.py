@@ -56,7 +56,8 @@ def _same_quantity(a: object, b: object) -> bool:
 def pod_qos_class(pod: Mapping[str, Any]) -> str:
     """status.qosClass when set (the API server fills it at creation), else Kubernetes' GetPodQOS rules on
     cpu and memory of every init and app container."""
-    status_qos = _STATUS_QOS.get(_dict(pod.get("status")).get("qosClass"))  # type: ignore[arg-type]
+    reported = _dict(pod.get("status")).get("qosClass")
+    status_qos = _STATUS_QOS.get(reported) if isinstance(reported, str) else None
     if status_qos is not None:
         return status_qos
     spec = _dict(pod.get("spec"))

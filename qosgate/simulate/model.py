@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -94,20 +93,16 @@ class SimulationReport:
         return "\n".join(lines)
 
 
-_FREE = re.compile(r"free protectable \S+ of \S+")
-_USED = re.compile(r" \(\d+ of \d+ used\)")
-
-
 def summarize_filter(result: Mapping[str, Any], candidates: int) -> str:
     """kube-scheduler-style "0/N nodes are available: …" from FailedNodes and FailedAndUnresolvableNodes.
 
-    Per-node figures are folded away so nodes failing for the same reason are counted together, as the
-    scheduler's FitError message does.
+    Nodes failing for the same reason are counted together, as the scheduler's FitError message does (the
+    extender words a reason the same way on every node for that: the figures go in `Fit.detail`).
     """
     reasons: Counter[str] = Counter()
     for key in ("FailedAndUnresolvableNodes", "FailedNodes"):
         for reason in (result.get(key) or {}).values():
-            reasons[_USED.sub("", _FREE.sub("free protectable memory", str(reason)))] += 1
+            reasons[str(reason)] += 1
     parts = [f"{count} × {reason}" for reason, count in reasons.most_common(4)]
     if len(reasons) > 4:
         parts.append(f"{sum(reasons.values()) - sum(c for _, c in reasons.most_common(4))} more nodes")

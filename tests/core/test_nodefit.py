@@ -31,17 +31,20 @@ def test_protectable_percent_and_override() -> None:
     assert protectable(Node(protectable_override=0), 90) == 0
 
 
-def test_reason_names_the_numbers() -> None:
-    node = Node(protectable_override=28 * GI)
-    fit = check_fit(6 * GI, frozenset(), node, 20 * GI, 6 * GI, {}, 90)
-    assert not fit.ok and not fit.unresolvable
-    assert fit.reason == "memory.min 6Gi exceeds free protectable 2Gi of 28Gi"
+def test_reason_is_worded_alike_on_every_node_and_the_detail_names_the_numbers() -> None:
+    # kube-scheduler counts identical reasons into one line of the FailedScheduling event.
+    fits = [check_fit(6 * GI, frozenset(), Node(protectable_override=budget), used, 0, {}, 90)
+            for budget, used in ((28 * GI, 26 * GI), (12 * GI, 7 * GI))]
+    assert {fit.reason for fit in fits} == {"memory.min 6Gi exceeds the free protectable memory"}
+    assert not any(fit.ok or fit.unresolvable for fit in fits)
+    assert [fit.detail for fit in fits] == ["2Gi of 28Gi free", "5Gi of 12Gi free"]
+    assert fits[0].message == "memory.min 6Gi exceeds the free protectable memory (2Gi of 28Gi free)"
 
 
 def test_bigger_than_the_whole_node_is_unresolvable() -> None:
     fit = check_fit(30 * GI, frozenset(), Node(protectable_override=28 * GI), 0, 0, {}, 90)
     assert not fit.ok and fit.unresolvable
-    assert "30Gi" in fit.reason and "28Gi" in fit.reason
+    assert "30Gi" in fit.reason and fit.detail == "28Gi"
 
 
 def test_exact_fill_fits() -> None:
@@ -57,11 +60,11 @@ def test_classes_offered_capacity_and_unlimited() -> None:
     assert check_fit(0, gold, node, 0, 0, {("memory-qos", "gold"): 1}, 90).ok
     full = check_fit(0, gold, node, 0, 0, {("memory-qos", "gold"): 2}, 90)
     assert not full.ok and not full.unresolvable
-    assert full.reason == "memory-qos class gold is full on this node (2 of 2 used)"
+    assert (full.reason, full.detail) == ("memory-qos class gold is full", "2 of 2 used")
     assert check_fit(0, silver, node, 0, 0, {("memory-qos", "silver"): 10_000}, 90).ok
 
     missing = check_fit(0, frozenset({("memory-qos", "bronze")}), node, 0, 0, {}, 90)
-    assert missing.unresolvable and "bronze" in missing.reason and "gold, silver" in missing.reason
+    assert missing.unresolvable and "bronze" in missing.reason and missing.detail == "offers: gold, silver"
     other = check_fit(0, frozenset({("example.com/blockio", "slow")}), node, 0, 0, {}, 90)
     assert other.unresolvable and "example.com/blockio" in other.reason
 

@@ -65,7 +65,7 @@ def test_filter_node_names_form(served: Served) -> None:
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
         "NodeNames": ["b", "c"],  # c: exactly full afterwards still fits
-        "FailedNodes": {"a": "memory.min 4Gi exceeds free protectable 2Gi of 10Gi",
+        "FailedNodes": {"a": "memory.min 4Gi exceeds the free protectable memory",
                         "zz": "node is not in qosgate's node cache yet"},
         "FailedAndUnresolvableNodes": {},
         "Error": "",
@@ -75,9 +75,9 @@ def test_filter_node_names_form(served: Served) -> None:
 def test_filter_reasons_are_exact(served: Served) -> None:
     body = served.post("filter", node_names_args(make_pod("p", 5 * GI), ["a", "b", "c"])).json()
     assert body["NodeNames"] == ["b"]
-    assert body["FailedNodes"] == {"a": "memory.min 5Gi exceeds free protectable 2Gi of 10Gi"}
+    assert body["FailedNodes"] == {"a": "memory.min 5Gi exceeds the free protectable memory"}
     assert body["FailedAndUnresolvableNodes"] == {
-        "c": "memory.min 5Gi exceeds the node's whole protectable memory 4Gi"}
+        "c": "memory.min 5Gi exceeds the node's whole protectable memory"}
     assert set(body) == {"NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}
 
 
@@ -104,7 +104,7 @@ def test_input_keys_are_case_insensitive(served: Served) -> None:
     body = served.post("filter", {"POD": make_pod("p", 4 * GI),
                                   "nodes": {"Items": [make_node("a"), make_node("b")]}}).json()
     assert [n["metadata"]["name"] for n in body["Nodes"]["items"]] == ["b"]
-    assert body["FailedNodes"] == {"a": "memory.min 4Gi exceeds free protectable 2Gi of 10Gi"}
+    assert body["FailedNodes"] == {"a": "memory.min 4Gi exceeds the free protectable memory"}
 
 
 def test_prioritize_host_priority_list(served: Served) -> None:
@@ -125,7 +125,7 @@ def test_bind_binds_and_reserves(served: Served) -> None:
     # Not yet on the watch, but a second pod cannot take the same room.
     body = served.post("filter", node_names_args(make_pod("q", 6 * GI), ["b"])).json()
     assert body["NodeNames"] == []
-    assert body["FailedNodes"] == {"b": "memory.min 6Gi exceeds free protectable 4Gi of 10Gi"}
+    assert body["FailedNodes"] == {"b": "memory.min 6Gi exceeds the free protectable memory"}
 
 
 def test_bind_error_is_reported_in_the_body(served: Served) -> None:

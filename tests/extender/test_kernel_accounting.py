@@ -72,14 +72,15 @@ def test_tiered_node_counts_guaranteed_pods_the_extender_did_not_place() -> None
     pods.apply(ADDED, guaranteed("cache", "8Gi", node="n2"))  # n2 has no report: policy none, counts nothing
     result = state.filter(make_pod("gold", 4 * GI), ["n1", "n2"])
     assert result.passed == ["n2"]
-    assert "exceeds free protectable 2Gi of 10Gi" in result.failed["n1"]
+    assert result.failed["n1"] == "memory.min 4Gi exceeds the free protectable memory"
+    assert state.filter(make_pod("silver", 2 * GI), ["n1"]).passed == ["n1"]  # exactly 2Gi of 10Gi left
 
 
 def test_the_kernel_observed_sum_counts_even_when_the_ledger_knows_less() -> None:
     state, _pods, _nodes, reports, _ = world()
     reports.apply(ADDED, lease(report("n1", demanded_bytes=9 * GI)))
     result = state.filter(make_pod("p", 2 * GI), ["n1", "n2"])
-    assert result.passed == ["n2"] and "free protectable 1Gi" in result.failed["n1"]
+    assert result.passed == ["n2"] and state.explain_fit(make_pod("p", 2 * GI), "n1").detail == "1Gi of 10Gi free"
 
 
 def test_the_agents_budget_lowers_the_node_budget_and_zero_means_unenforceable() -> None:
@@ -105,7 +106,7 @@ def test_a_stale_report_counts_the_node_with_the_safe_figure() -> None:
     assert state.filter(make_pod("p", 4 * GI), ["n1"]).passed == ["n1"]  # policy none: requests not counted
     clocks.advance(31)
     result = state.filter(make_pod("p", 4 * GI), ["n1"])  # unknown now: every request counts
-    assert result.passed == [] and "free protectable 2Gi" in result.failed["n1"]
+    assert result.passed == [] and state.explain_fit(make_pod("p", 4 * GI), "n1").detail == "2Gi of 10Gi free"
 
 
 def test_a_stale_report_keeps_its_kernel_floor_and_budget_cap() -> None:

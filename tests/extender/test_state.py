@@ -75,12 +75,12 @@ def test_filter_splits_fit_now_and_never(state: ExtenderState, pods: PodStore) -
     pods.apply(ADDED, bound(make_pod("old", 8 * GI), "a"))
     result = state.filter(make_pod("p", 4 * GI), ["a", "b"])
     assert result.passed == ["b"]
-    assert result.failed == {"a": "memory.min 4Gi exceeds free protectable 2Gi of 10Gi"}
+    assert result.failed == {"a": "memory.min 4Gi exceeds the free protectable memory"}
     assert result.unresolvable == {}
 
     huge = state.filter(make_pod("huge", 11 * GI), ["a", "b"])
     assert huge.passed == [] and set(huge.unresolvable) == {"a", "b"}
-    assert "whole protectable memory 10Gi" in huge.unresolvable["b"]
+    assert huge.unresolvable["b"] == "memory.min 11Gi exceeds the node's whole protectable memory"
 
 
 def test_trivial_pod_passes_every_node_even_unknown(state: ExtenderState) -> None:
@@ -109,7 +109,7 @@ def test_classes_offered_and_capacity(state: ExtenderState, pods: PodStore) -> N
     for i in range(2):
         pods.apply(ADDED, bound(make_pod(f"g{i}", 0, classes=gold), "gold"))
     full = state.filter(make_pod("p", 0, classes=gold), ["gold"])
-    assert full.failed == {"gold": "memory-qos class gold is full on this node (2 of 2 used)"}
+    assert full.failed == {"gold": "memory-qos class gold is full"}
 
 
 def test_unreadable_pod_annotation_fails_everywhere_with_the_reason(state: ExtenderState) -> None:
@@ -158,7 +158,8 @@ def test_bind_rechecks_under_the_lock(state: ExtenderState, api: MemoryAPI) -> N
     # … but only one bind can reserve the room.
     assert bind(state, api, first, "a") == ""
     message = bind(state, api, second, "a")
-    assert message.startswith("node a no longer fits pod default/p2: memory.min 6Gi exceeds free protectable")
+    assert message.startswith("node a no longer fits pod default/p2: "
+                              "memory.min 6Gi exceeds the free protectable memory (")  # this node's figures follow
     assert api.pods[second["metadata"]["uid"]]["spec"].get("nodeName") is None
 
 
@@ -303,7 +304,7 @@ def test_kubelet_accounting_counts_requests(nodes: NodeStore) -> None:
     state = ExtenderState(store, nodes, ExtenderSettings(accounting="kubelet"))
     store.apply(ADDED, bound(make_pod("old", request="7Gi"), "a"))
     result = state.filter(make_pod("p", request="4Gi"), ["a", "b"])
-    assert result.passed == ["b"] and "3Gi of 10Gi" in result.failed["a"]
+    assert result.passed == ["b"] and state.explain_fit(make_pod("p", request="4Gi"), "a").detail == "3Gi of 10Gi free"
 
 
 # --- concurrency ------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_leader_handovers_and_restarts_mid_run_never_overcommit_a_node(
             # The pods left over are refused by the filter for want of protectable memory, not placed.
             leftover = wait_until(
                 lambda: [p for p in pending(control_plane, namespace)
-                         if any("exceeds free protectable" in (c.get("message") or "")
+                         if any("exceeds the free protectable memory" in (c.get("message") or "")
                                 for c in p.get("status", {}).get("conditions", []))]
                 if len(pending(control_plane, namespace)) == created - NODES * SLOTS else None,
                 60, "the pods beyond capacity to be reported unschedulable by qosgate's filter")
