@@ -21,9 +21,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.realcluster.controlplane import BinariesUnavailable, ControlPlane, find_binaries
+from tests.realcluster.helpers import FIGURES
 from tests.realcluster.qosgate_stack import PARKED, QosgateStack
 
 MARKER = "real_cluster: runs real etcd/kube-apiserver/kube-scheduler processes (tests/realcluster)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("real control plane figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -50,6 +50,10 @@ def warnings_of(response: httpx.Response) -> list[str]:
     return texts
 
 
+# Lines for the "real control plane figures" section of the pytest summary (tests/realcluster/conftest.py).
+FIGURES: list[str] = []
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus text page (0 when absent)."""
     total = 0.0
