@@ -25,6 +25,7 @@ from pathlib import Path
 from qosgate.extender.app import null_extender_routes
 from qosgate.serving.health import health_routes, probe_routes
 from qosgate.serving.http import Router
+from qosgate.serving.http2 import H2_ALPN
 from qosgate.serving.lifecycle import Lifecycle, run
 from qosgate.serving.logs import configure_logging
 from qosgate.serving.server import Limits, Listener, Server
@@ -46,7 +47,7 @@ def build_null_server(cert_dir: Path, ports: dict[str, int | None],
         routes = [*null_extender_routes(client_certificate_required=True), *probe_routes(lifecycle.readiness)]
         listeners.append(Listener("extender", Router(routes, "extender"), extender, host,
                                   CertReloader(cert_dir / TLS_CERT_FILE, cert_dir / TLS_KEY_FILE,
-                                               client_ca_file=cert_dir / CA_CERT_FILE)))
+                                               client_ca_file=cert_dir / CA_CERT_FILE, alpn=H2_ALPN)))
     if health:
         listeners.append(Listener("health", Router(health_routes(lifecycle.readiness), "health"), health, host))
     server = Server(listeners, Limits())

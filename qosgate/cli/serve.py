@@ -17,11 +17,12 @@ import argparse
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qosgate.cli.argtypes import port, positive_seconds
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.errors import QosgateError
 from qosgate.core.nodefit import STRATEGIES
@@ -29,11 +30,13 @@ from qosgate.extender.wiring import ExtenderConfig, LeaderElection, PeerAccess
 from qosgate.kube.catalog import CatalogSource
 from qosgate.serving.health import health_routes, probe_routes
 from qosgate.serving.http import Router
+from qosgate.serving.http2 import H2_ALPN
 from qosgate.serving.lifecycle import Lifecycle, run
 from qosgate.serving.logs import configure_logging
 from qosgate.serving.metrics import STATE, Sample
 from qosgate.serving.server import Limits, Listener, Server
 from qosgate.serving.tls import (
+    ALPN_PROTOCOLS,
     CA_CERT_FILE,
     CLIENT_CERT_FILE,
     CLIENT_KEY_FILE,
@@ -61,20 +64,8 @@ def _names(value: str) -> frozenset[str]:
     return frozenset(v.strip() for v in value.split(",") if v.strip())
 
 
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return number
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
-    return int(value)
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -87,12 +78,12 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     serve.add_argument("--no-generate-certs", action="store_true",
                        help="fail instead of generating certificates when the cert dir is empty (production)")
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1 with --local, else 0.0.0.0)")
-    serve.add_argument("--port", type=_port, default=None,
+    serve.add_argument("--port", type=port, default=None,
                        help="HTTPS port of the component served (webhook 8443, extender 8444); "
                             "with `all`, the webhook's")
-    serve.add_argument("--extender-port", type=_port, default=None,
+    serve.add_argument("--extender-port", type=port, default=None,
                        help="extender HTTPS port with `all` (default 8444)")
-    serve.add_argument("--health-port", type=_port, default=9440,
+    serve.add_argument("--health-port", type=port, default=9440,
                        help="plain-HTTP port for /healthz, /readyz, /metrics (0 disables; default 9440)")
     serve.add_argument("--local", action="store_true", help="run without a cluster (see `qosgate serve --help`)")
     serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then ~/.kube)")
@@ -103,7 +94,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     serve.add_argument("--admin-users", default="", help="comma-separated users allowed to edit quotas and catalog")
     serve.add_argument("--admin-groups", default="system:masters",
                        help="comma-separated groups allowed to edit quotas and catalog (default system:masters)")
-    serve.add_argument("--reservation-ttl", type=_positive, default=30.0,
+    serve.add_argument("--reservation-ttl", type=positive_seconds, default=30.0,
                        help="seconds a quota or node reservation waits for its pod to appear (default 30)")
     serve.add_argument("--strategy", choices=STRATEGIES, default="spread",
                        help="extender prioritize strategy (default spread)")
@@ -112,7 +103,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                             "--extender-advertise-url) followers stay ready and forward the verbs to it")
     serve.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     serve.add_argument("--lease-name", default="qosgate-extender")
-    serve.add_argument("--lease-duration", type=_positive, default=5.0,
+    serve.add_argument("--lease-duration", type=positive_seconds, default=5.0,
                        help="seconds a crashed leader's Lease blocks a successor (default 5; a graceful stop "
                             "releases it at once)")
     serve.add_argument("--extender-advertise-url", metavar="URL",
@@ -130,7 +121,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                             "certificate (anyone reaching the port can then bind pods to nodes)")
     serve.add_argument("--max-connections", type=int, default=_DEFAULT_LIMITS.max_connections,
                        help=f"open client connections per process (default {_DEFAULT_LIMITS.max_connections})")
-    serve.add_argument("--keepalive-timeout", type=_positive, default=_DEFAULT_LIMITS.keepalive_timeout,
+    serve.add_argument("--keepalive-timeout", type=positive_seconds, default=_DEFAULT_LIMITS.keepalive_timeout,
                        help="seconds an idle keep-alive connection stays open (default 120, above Go's 90)")
     serve.add_argument("--shutdown-delay", type=float, default=5.0,
                        help="seconds between failing readiness and closing listeners on SIGTERM (default 5)")
@@ -244,13 +235,13 @@ def ensure_certs(config: ServeConfig) -> None:
     log.info("certificates %s in %s", result.action, config.cert_dir)
 
 
-def _reloader(config: ServeConfig, client_ca: Path | None) -> CertReloader:
+def _reloader(config: ServeConfig, client_ca: Path | None, alpn: Sequence[str] = ALPN_PROTOCOLS) -> CertReloader:
     if client_ca is not None and not client_ca.is_file():
         raise QosgateError(f"extender client CA {client_ca} does not exist: give --extender-client-ca, or "
                            "--extender-allow-unauthenticated (unsafe)")
     try:
         return CertReloader(config.cert_dir / TLS_CERT_FILE, config.cert_dir / TLS_KEY_FILE,
-                            client_ca_file=client_ca)
+                            client_ca_file=client_ca, alpn=alpn)
     except CertificateLoadError as exc:
         raise QosgateError(f"--cert-dir {config.cert_dir}: {exc}") from None
 
@@ -287,7 +278,9 @@ def build_server(config: ServeConfig, lifecycle: Lifecycle, api: KubeClient | No
         routes = build_extender(config.extender, lifecycle, api)
         listeners.append(Listener("extender", Router([*routes, *probe_routes(lifecycle.readiness)], "extender"),
                                   config.ports["extender"], config.host,
-                                  _reloader(config, config.extender_client_ca)))
+                                  # HTTP/2: kube-scheduler then multiplexes its calls on one connection
+                                  # instead of a TLS handshake for many of them (serving/http2.py).
+                                  _reloader(config, config.extender_client_ca, H2_ALPN)))
     for listener in listeners:
         tls = listener.tls
         assert isinstance(tls, CertReloader)

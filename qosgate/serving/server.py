@@ -1,4 +1,5 @@
-"""Listeners, connections and the drain protocol: HTTP/1.1 on asyncio with httptools (architecture §3.2).
+"""Listeners, connections and the drain protocol: HTTP/1.1 on asyncio with httptools (architecture §3.2);
+a connection whose client chose HTTP/2 through ALPN is handed to ``qosgate.serving.http2``.
 
 One server serves every listener of a process (webhook HTTPS, extender HTTPS, plain health/metrics) from
 one event loop — uvloop when installed. It is small on purpose; each rule below is something a caller
@@ -52,6 +53,7 @@ from qosgate.serving.http import (
     reason_phrase,
     too_large,
 )
+from qosgate.serving.http2 import H2Session
 from qosgate.serving.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_REFUSED, HTTP_REQUESTS, STATE, Sample
 
 log = logging.getLogger("qosgate.serving")
@@ -150,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.paused = False
         self.queue: deque[tuple[Route | Response, Request | None, bool]] = deque()
+        self.h2: H2Session | None = None  # set when the client chose HTTP/2 through ALPN
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -171,13 +174,18 @@ class _Connection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.client_certificate = ssl_object.getpeercert() or None
-        self._arm(self.server.limits.first_request_timeout)
+            if ssl_object.selected_alpn_protocol() == "h2":  # offered only by listeners that opted in
+                self.h2 = H2Session(self)
+        if self.h2 is None:
+            self._arm(self.server.limits.first_request_timeout)
         if self.server.draining:  # the handshake finished after shutdown began: close it like any idle one
             self.drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._disarm()
+        if self.h2 is not None:
+            self.h2.lost()
         self.server.forget(self)
 
     def pause_writing(self) -> None:
@@ -187,6 +195,9 @@ class _Connection(asyncio.Protocol):
         self._resume()
 
     def data_received(self, data: bytes) -> None:
+        if self.h2 is not None:
+            self.h2.receive(data)
+            return
         if self.closing and not self.in_message and not self.busy and not self.queue:
             return  # draining: an idle connection takes no new request
         # No deadline is (re)armed here: bytes that start no request (stray CRLFs) must not keep an idle
@@ -403,11 +414,16 @@ class _Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
+        if self.h2 is not None:
+            return self.h2.idle
         return not self.in_message and not self.busy and not self.queue
 
     def drain(self) -> None:
         """Server shutdown: finish what is in flight, take nothing new."""
         self.closing = True
+        if self.h2 is not None:
+            self.h2.drain()
+            return
         if self.idle and self.transport is not None:
             self.lost = True
             self.transport.close()

@@ -34,7 +34,7 @@ import re
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,15 +82,16 @@ class _Loaded:
 
 # OpenSSL cipher string for TLS 1.2: forward-secret key exchange with AEAD ciphers only (no CBC, no RSA kx).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-ALPN_PROTOCOLS = ["http/1.1"]
+ALPN_PROTOCOLS = ("http/1.1",)  # listeners opt in to HTTP/2 with CertReloader(alpn=http2.H2_ALPN)
 
 
-def _new_server_context(minimum_version: ssl.TLSVersion, client_ca: bytes | None = None) -> ssl.SSLContext:
+def _new_server_context(minimum_version: ssl.TLSVersion, client_ca: bytes | None = None,
+                        alpn: Sequence[str] = ALPN_PROTOCOLS) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # PROTOCOL_TLS_SERVER already defaults to 1.2, but the floor is a policy, so state it.
     ctx.minimum_version = minimum_version
     ctx.set_ciphers(TLS12_CIPHERS)
-    ctx.set_alpn_protocols(ALPN_PROTOCOLS)
+    ctx.set_alpn_protocols(list(alpn))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if client_ca is not None:
         ctx.load_verify_locations(cadata=client_ca.decode("ascii", "replace"))
@@ -222,6 +223,7 @@ class CertReloader:
         interval: float = DEFAULT_RELOAD_INTERVAL,
         minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
         client_ca_file: str | os.PathLike[str] | None = None,
+        alpn: Sequence[str] = ALPN_PROTOCOLS,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"reload interval must be positive, got {interval}")
@@ -230,6 +232,7 @@ class CertReloader:
         self.client_ca_file = Path(client_ca_file) if client_ca_file is not None else None
         self.interval = interval
         self._minimum_version = minimum_version
+        self._alpn = tuple(alpn)
         self._lock = threading.Lock()  # serialises check() between the poll task and manual callers
         self.reloads = 0  # successful swaps after the initial load
         self.checks = 0  # completed checks, successful or not
@@ -244,7 +247,7 @@ class CertReloader:
         # current serving context, so a handshake that somehow skipped the callback fails closed
         # rather than silently serving a stale certificate. It asks for client certificates like the
         # serving contexts do: OpenSSL takes the verify mode from the context the connection started on.
-        self.context = _new_server_context(minimum_version, client_ca)
+        self.context = _new_server_context(minimum_version, client_ca, self._alpn)
         self.context.sni_callback = self._select_context
         logger.info(
             "serving certificate %s (sha256 %s, valid until %s)",
@@ -308,7 +311,7 @@ class CertReloader:
         if key_block.group(1) == b"ENCRYPTED " or b"Proc-Type: 4,ENCRYPTED" in key_block.group(0):
             raise CertificateLoadError(f"{self.key_file}: no valid unencrypted PEM private key (it is encrypted)")
         try:
-            ctx = _new_server_context(self._minimum_version, client_ca)
+            ctx = _new_server_context(self._minimum_version, client_ca, self._alpn)
         except (ssl.SSLError, ValueError) as exc:
             raise CertificateLoadError(f"{self.client_ca_file}: no usable client CA ({exc})") from None
         try:
