@@ -18,6 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from qosgate.cli.argtypes import port, positive_seconds
 from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, catalog_from_configmap
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.core.nodeoffer import parse_node_offer
@@ -38,20 +39,8 @@ def _quantity(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).lstrip(": ")) from None
 
 
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return number
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
-    return int(value)
 
 
 def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,11 +55,11 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     agent.add_argument("--once", action="store_true", help="one pass, print a JSON summary, exit 0")
     agent.add_argument("--passes", type=int, default=None, metavar="N",
                        help="run N passes back to back, print the summary of the last, exit 0 (benchmarks)")
-    agent.add_argument("--interval", type=_seconds, default=10.0, help="seconds between passes (default 10)")
-    agent.add_argument("--report-interval", type=_seconds, default=30.0,
+    agent.add_argument("--interval", type=positive_seconds, default=10.0, help="seconds between passes (default 10)")
+    agent.add_argument("--report-interval", type=positive_seconds, default=30.0,
                        help="heartbeat of the report Lease; it is written sooner only when the report changed "
                             "materially; staleness bound = 3x (default 30)")
-    agent.add_argument("--health-port", type=_port, default=9442,
+    agent.add_argument("--health-port", type=port, default=9442,
                        help="plain-HTTP port for /healthz, /readyz, /metrics (0 disables; default 9442)")
     agent.add_argument("--host", default="0.0.0.0", help="listen address of the health port")
     agent.add_argument("--state-file", default="/var/lib/qosgate-agent/state.json",

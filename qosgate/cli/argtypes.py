@@ -1,0 +1,23 @@
+"""argparse value types the commands share: a bad value is a one-line usage error naming it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def positive_seconds(value: str) -> float:
+    """A finite number above zero ("nan" and "inf" parse as floats, but no deadline or interval can be either)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive number")
+    return number
+
+
+def port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)

@@ -1,0 +1,33 @@
+"""The value types every command shares: a bad value is a usage error naming it, never a crash later."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qosgate.cli.argtypes import port, positive_seconds
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "", "ten", "1e999"])
+def test_seconds_that_no_deadline_can_be_are_refused(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="number"):
+        positive_seconds(value)
+
+
+@given(st.floats(min_value=1e-9, max_value=1e9, allow_nan=False, allow_infinity=False))
+def test_any_finite_positive_number_of_seconds_is_taken_as_written(number: float) -> None:
+    assert positive_seconds(repr(number)) == number
+
+
+@pytest.mark.parametrize("value", ["-1", "65536", "8a", "", " 80", "0x50"])
+def test_ports_outside_0_to_65535_or_not_decimal_are_refused(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="port number"):
+        port(value)
+
+
+@pytest.mark.parametrize("value, expected", [("0", 0), ("8443", 8443), ("65535", 65535)])
+def test_ports_are_read_as_decimal(value: str, expected: int) -> None:
+    assert port(value) == expected
