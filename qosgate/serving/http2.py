@@ -81,7 +81,6 @@ class H2Session:
         self.pending: dict[int, memoryview] = {}  # response bytes waiting for flow-control window
         self.resets: deque[float] = deque()
         self.closing = False
-        self.idle_timer: asyncio.TimerHandle | None = None
         self.h2.initiate_connection()
         self._flush()
         self._arm_idle(self.limits.first_request_timeout)
@@ -311,16 +310,13 @@ class H2Session:
         self._flush()
 
     def _arm_idle(self, seconds: float) -> None:
-        self._disarm_idle()
-        self.idle_timer = self.loop.call_later(seconds, self._idle_expired)
+        self.connection._arm(seconds, self._idle_expired)  # the connection's one timer: unused by HTTP/1.1 here
 
     def _disarm_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.connection._disarm()
 
     def _idle_expired(self) -> None:
-        self.idle_timer = None
+        self.connection.timer = None
         if not self.streams and not self.connection.lost:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.close_connection()

@@ -376,10 +376,11 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     # --- deadlines and flow control -----------------------------------------------------------------------
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, seconds: float, expired: Callable[[], None] | None = None) -> None:
+        """One deadline at a time per connection; `expired` replaces the HTTP/1.1 handling (HTTP/2's idle)."""
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, self._expired)
+        self.timer = self.loop.call_later(seconds, expired or self._expired)
 
     def _disarm(self) -> None:
         if self.timer is not None:
