@@ -80,6 +80,10 @@ class H2Session:
         self.streams: dict[int, _Stream] = {}
         self.pending: dict[int, memoryview] = {}  # response bytes waiting for flow-control window
         self.resets: deque[float] = deque()
+        # Request bytes held for incomplete streams, at most what one HTTP/1.1 connection could hold (the largest
+        # body a route takes): 128 streams each sending a large body must not multiply it.
+        self.buffered = 0
+        self.budget = self.router.max_body
         self.closing = False
         self.h2.initiate_connection()
         self._flush()
@@ -154,12 +158,18 @@ class H2Session:
         stream.size += len(data)
         route = stream.route
         limit = route.max_body if isinstance(route, Route) else 64 * 1024
+        label = route.label if isinstance(route, Route) else ""
         if stream.size > limit:
             refusal = too_large(route) if isinstance(route, Route) else Response.error(
                 413, f"request body larger than {limit} bytes")
-            self._answer_early(stream_id, refusal, route.label if isinstance(route, Route) else "")
+            self._answer_early(stream_id, refusal, label)
+            return
+        if self.buffered + len(data) > self.budget:
+            self._answer_early(stream_id, Response.error(503, "too much request data in flight on this "
+                                                              "connection; retry the request"), label)
             return
         stream.chunks.append(data)
+        self.buffered += len(data)
 
     def _complete(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -176,6 +186,7 @@ class H2Session:
             self._respond(stream_id, route, "")
             return
         body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
+        self._release(stream)
         request = Request(route.method, stream.path, body, stream.headers, stream.query,
                           self.connection.client_certificate)
         stream.answered = True
@@ -274,10 +285,16 @@ class H2Session:
             transport.write(data)
 
     # --- stream and connection lifetime -------------------------------------------------------------------------
+    def _release(self, stream: _Stream) -> None:
+        self.buffered -= sum(len(chunk) for chunk in stream.chunks)
+        stream.chunks = []
+
     def _forget(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
-        if stream is not None and stream.timer is not None:
-            stream.timer.cancel()
+        if stream is not None:
+            self._release(stream)
+            if stream.timer is not None:
+                stream.timer.cancel()
         self.pending.pop(stream_id, None)
         if not self.streams:
             if self.closing:

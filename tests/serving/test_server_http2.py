@@ -207,6 +207,13 @@ class RawH2:
             self.unparsed += chunk
         raise TimeoutError(f"no {kind.__name__} within {timeout} s")
 
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """DATA frames of at most the default frame size (16 KiB)."""
+        for start in range(0, len(data), 16_384):
+            chunk = data[start:start + 16_384]
+            self.h2.send_data(stream_id, chunk, end_stream=end_stream and start + 16_384 >= len(data))
+        self.flush()
+
     def close(self) -> None:
         self.sock.close()
 
@@ -283,4 +290,28 @@ def test_drain_sends_goaway_at_once_and_finishes_the_call_in_flight(cert_dir: Pa
         data = raw.next_frame(hyperframe.frame.DataFrame)
         assert data.stream_id == 1 and data.data == b'{"released":true}' and "END_STREAM" in data.flags
         stopping.result(HANG)
+        raw.close()
+
+
+def test_request_bytes_held_per_connection_stay_within_one_largest_body(cert_dir: Path, gate: Gate) -> None:
+    # Each body is within its route's limit; together they pass what one HTTP/1.1 connection could hold.
+    def upload(request: Request) -> Response:
+        return Response.json({"size": len(request.body)})
+
+    largest = 64 * 1024  # the default limit of the GET routes is the router's largest
+    upload_routes = [*routes(gate), Route("POST", "/upload", upload, max_body=50_000, content_types=None)]
+    with serving(upload_routes, cert_dir, alpn=H2_ALPN) as (_served, port):
+        raw = RawH2(port, cert_dir)
+        post = [(":method", "POST"), (":path", "/upload"), (":scheme", "https"), (":authority", WEBHOOK_HOSTNAME)]
+        raw.h2.send_headers(1, post)
+        raw.send_body(1, b"a" * 40_000)
+        raw.events(h2.events.WindowUpdated)  # the server hands the connection window back as it reads
+        raw.h2.send_headers(3, post)
+        raw.send_body(3, b"b" * (largest - 40_000 + 1))
+        seen = raw.events(h2.events.StreamEnded)
+        statuses = {e.stream_id: dict(e.headers)[b":status"] for e in seen if isinstance(e, h2.events.ResponseReceived)}
+        assert statuses == {3: b"503"}
+        raw.send_body(1, b"a" * 5_000, end_stream=True)
+        seen = raw.events(h2.events.StreamEnded)
+        assert [e.data for e in seen if isinstance(e, h2.events.DataReceived)] == [b'{"size":45000}']
         raw.close()
