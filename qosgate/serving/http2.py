@@ -10,7 +10,8 @@ The rules of the HTTP/1.1 server carry over: the same router, pre-checks (client
 declared size), body limits enforced while reading, handlers on the loop or offloaded exactly as there, the
 per-listener request counter. Deadlines: the connection is closed when no stream is open for the keep-alive
 timeout (the first-request timeout before the first stream); a stream whose request is not complete within
-the body timeout is reset. Bounds: at most ``MAX_STREAMS`` concurrent streams, headers up to the server's
+the body timeout is reset; a response the client does not read (no WINDOW_UPDATE) for the body timeout
+closes the connection. Bounds: at most ``MAX_STREAMS`` concurrent streams, headers up to the server's
 header limit (both announced in SETTINGS and enforced by the protocol library), and a client that resets
 streams faster than ``RESET_BUDGET`` per ``RESET_WINDOW`` seconds (the "rapid reset" attack) gets a GOAWAY.
 Drain: GOAWAY at once, streams in flight finish, then the connection closes.
@@ -268,7 +269,10 @@ class H2Session:
                 window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
                 if window <= 0:
                     self.pending[stream_id] = data
-                    return  # resumed by the client's WINDOW_UPDATE
+                    # Resumed by the client's WINDOW_UPDATE; a client that never reads must not hold the
+                    # response (and the connection) forever.
+                    self.connection._arm(self.limits.body_timeout, self._stalled)
+                    return
                 chunk, data = data[:window], data[window:]
                 self.h2.send_data(stream_id, chunk.tobytes(), end_stream=not data)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -313,6 +317,15 @@ class H2Session:
             log.warning("HTTP/2 client reset more than %d streams in %.0f s: closing the connection",
                         RESET_BUDGET, RESET_WINDOW)
             self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._flush()
+            self._close()
+
+    def _stalled(self) -> None:
+        self.connection.timer = None
+        if self.pending and not self.connection.lost:
+            log.debug("HTTP/2 client stopped reading responses (no WINDOW_UPDATE): closing the connection")
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(error_code=h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
             self._flush()
             self._close()
 

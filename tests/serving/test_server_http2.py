@@ -18,6 +18,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import httpx
 import hyperframe.frame
 import pytest
@@ -314,4 +315,25 @@ def test_request_bytes_held_per_connection_stay_within_one_largest_body(cert_dir
         raw.send_body(1, b"a" * 5_000, end_stream=True)
         seen = raw.events(h2.events.StreamEnded)
         assert [e.data for e in seen if isinstance(e, h2.events.DataReceived)] == [b'{"size":45000}']
+        raw.close()
+
+
+def test_a_client_that_stops_reading_responses_is_disconnected_at_the_body_deadline(cert_dir: Path,
+                                                                                   gate: Gate) -> None:
+    limits = Limits(body_timeout=0.3)
+    with serving(routes(gate), cert_dir, limits=limits, alpn=H2_ALPN) as (_served, port):
+        raw = RawH2(port, cert_dir)
+        raw.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        raw.flush()
+        raw.events(h2.events.SettingsAcknowledged)
+        raw.request(1, "GET", "/big")  # 300 kB through a 1 kB window, and no WINDOW_UPDATE ever
+        received = 0
+        deadline = time.monotonic() + HANG
+        while time.monotonic() < deadline:  # read without acknowledging anything
+            chunk = raw.sock.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+        assert time.monotonic() < deadline, "the server kept the stalled connection open"
+        assert received < BIG
         raw.close()
