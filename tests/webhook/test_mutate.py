@@ -10,6 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from qosgate.core import compile as compile_module
 from qosgate.core.annotations import (
     CARRIER_CONTAINER_PREFIX,
     CARRIER_POD,
@@ -20,10 +21,12 @@ from qosgate.core.annotations import (
     NRI_MEMORY_HIGH_PREFIX,
     NRI_MEMORY_MIN_PREFIX,
     RESOLVED,
+    is_carrier_annotation,
     is_owned_annotation,
 )
 from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, load_catalog_yaml
 from qosgate.core.compile import compile_pod
+from qosgate.webhook import mutate as mutate_module
 from qosgate.webhook.admission import API_VERSION, KIND, AdmissionResponse, decode_review, encode_response
 from qosgate.webhook.mutate import mutate, mutate_pod
 
@@ -386,3 +389,151 @@ def test_mutation_is_idempotent_for_any_pod(the_pod: dict[str, Any], catalog: Ca
             assert after[key] == before[key]
     assert {k: v for k, v in after.items() if is_owned_annotation(k)} == compile_pod(result, catalog).annotations
     assert result["spec"] == the_pod["spec"]
+
+
+# --- property: a remembered answer is the answer -------------------------------------------------------
+
+SECOND_SCHEDULER = load_catalog_yaml("""\
+backends: [nri-memory-qos]
+scheduling: {schedulerName: qosgate-scheduler, routeKubeletProtected: true}
+resources:
+- name: memory-qos
+  classes: [{name: gold, memoryMinPercent: 100}, {name: silver, memoryMinPercent: 50}, {name: bronze}]
+""")
+
+
+def fresh_answer(the_pod: dict[str, Any], catalog: Catalog) -> AdmissionResponse:
+    """The answer decided from scratch: both memos (the outcome's and compile's) emptied first."""
+    mutate_module._OUTCOMES.clear()
+    compile_module._cache.clear()
+    return mutate_pod(the_pod, catalog)
+
+
+@st.composite
+def routed_pods(draw: st.DrawFn) -> dict[str, Any]:
+    """pods() plus what routing reads: schedulerName, overhead, status.qosClass."""
+    result = draw(pods())
+    scheduler = draw(st.sampled_from([None, "", "default-scheduler", "batch"]))
+    if scheduler is not None:
+        result["spec"]["schedulerName"] = scheduler
+    if draw(st.booleans()):
+        result["spec"]["overhead"] = {"memory": draw(st.sampled_from(["0", "64Mi"]))}
+    if draw(st.booleans()):
+        result["status"] = {"qosClass": draw(st.sampled_from(["Guaranteed", "Burstable", "BestEffort"]))}
+    return result
+
+
+def replica_of(the_pod: dict[str, Any], index: int) -> dict[str, Any]:
+    """Another pod of the same workload: a different name, image and environment, nothing the answer reads."""
+    replica = copy.deepcopy(the_pod)
+    replica["metadata"]["name"] = f"web-{index}"
+    if isinstance(replica["metadata"].get("labels"), dict):
+        replica["metadata"]["labels"]["pod-template-hash"] = f"h{index}"
+    for container in replica["spec"]["containers"]:
+        container["image"] = f"web:{index}"
+        container["env"] = [{"name": "REPLICA", "value": str(index)}]
+    return replica
+
+
+def _set_status_class(the_pod: dict[str, Any], value: str) -> None:
+    the_pod["status"] = {"qosClass": value}
+
+
+def _set_label(the_pod: dict[str, Any], value: str) -> None:
+    the_pod["metadata"]["labels"] = {**(the_pod["metadata"].get("labels") or {}), KOORD_QOS_CLASS_LABEL: value}
+
+
+def _set_annotation(key: str) -> Any:
+    def apply(the_pod: dict[str, Any], value: str) -> None:
+        the_pod["metadata"]["annotations"] = {**(the_pod["metadata"].get("annotations") or {}), key: value}
+    return apply
+
+
+def _set_scheduler(the_pod: dict[str, Any], value: str) -> None:
+    the_pod["spec"]["schedulerName"] = value
+
+
+def _set_overhead(the_pod: dict[str, Any], value: str) -> None:
+    current = (the_pod["spec"].get("overhead") or {}).get("memory")
+    the_pod["spec"]["overhead"] = {"memory": value if value != current else "32Mi"}
+
+
+def _set_request(the_pod: dict[str, Any], value: str) -> None:
+    container = the_pod["spec"]["containers"][0]
+    current = (container.get("resources") or {}).get("requests", {}).get("memory")
+    container["resources"] = {"requests": {"memory": value if value != current else "3Gi"},
+                              "limits": {"memory": "4Gi"}}
+
+
+def _toggle_annotation_map(the_pod: dict[str, Any], _value: str) -> None:
+    """Absent and empty annotations are patched differently (the map is added whole, or key by key)."""
+    the_pod["metadata"]["annotations"] = {} if the_pod["metadata"].get("annotations") is None else None
+
+
+def _drop_classes(the_pod: dict[str, Any]) -> None:
+    annotations = the_pod["metadata"].get("annotations")
+    if annotations:
+        the_pod["metadata"]["annotations"] = {k: v for k, v in annotations.items() if not is_carrier_annotation(k)}
+
+
+# One field the answer reads, changed, with values that matter to it: the memo must tell the pods apart.
+PERTURBATIONS: dict[str, tuple[Any, list[str]]] = {
+    "status.qosClass": (_set_status_class, ["Guaranteed", "Burstable", "BestEffort"]),
+    "owned label": (_set_label, ["LSE", "LSR", "BE"]),
+    "pod carrier": (_set_annotation(CARRIER_POD), ["memory-qos=gold", "memory-qos=bronze"]),
+    "container carrier": (_set_annotation(CARRIER_CONTAINER_PREFIX + "app"), ["memory-qos=gold", "memory-qos=bronze"]),
+    "owned annotation": (_set_annotation(MEMORY_MIN), ["1", "1073741824"]),
+    "schedulerName": (_set_scheduler, ["", "default-scheduler", "batch"]),
+    "overhead": (_set_overhead, ["0", "64Mi"]),
+    "annotation map": (_toggle_annotation_map, [""]),
+    "memory request": (_set_request, ["1Gi", "2Gi"]),
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(routed_pods(), st.sampled_from(["unrelated pod", "replica", *PERTURBATIONS]), st.booleans(),
+       st.sampled_from([DEFAULT_CATALOG, KOORDINATOR, KUBELET, SECOND_SCHEDULER, SECOND_SCHEDULER]), st.data())
+def test_an_answer_served_from_memory_equals_the_answer_decided_afresh(
+        first: dict[str, Any], how: str, classless: bool, catalog: Catalog, data: st.DataObject) -> None:
+    """The second pod is unrelated, a replica of the first, or a replica with one field the answer reads
+    changed (from a first pod that asks for no class, sometimes: the routing rules only apply to those)."""
+    if classless:
+        _drop_classes(first)
+    if how == "unrelated pod":
+        second = data.draw(routed_pods())
+    else:
+        second = replica_of(first, 2)
+        if how != "replica":
+            change, values = PERTURBATIONS[how]
+            change(second, data.draw(st.sampled_from(values)))
+    fresh_answer(first, catalog)  # leaves its outcome (and compile result) remembered
+    served = mutate_pod(second, catalog)
+    expected = fresh_answer(second, catalog)
+    event(how)
+    assert (served.allowed, list(served.patch), served.warnings, served.message) == \
+        (expected.allowed, list(expected.patch), expected.warnings, expected.message)
+
+
+def test_overhead_alone_routes_a_guaranteed_pod_without_requests_even_after_a_twin_without_it() -> None:
+    """spec.overhead is all that gives this pod protected memory: the memo must not answer it from its twin."""
+    twin = pod(None, [ctr("app", None, None)])
+    twin["status"] = {"qosClass": "Guaranteed"}
+    with_overhead = copy.deepcopy(twin)
+    with_overhead["spec"]["overhead"] = {"memory": "64Mi"}
+    assert fresh_answer(twin, SECOND_SCHEDULER).patch == []
+    assert mutate_pod(with_overhead, SECOND_SCHEDULER).patch == [
+        {"op": "add", "path": "/spec/schedulerName", "value": "qosgate-scheduler"}]
+
+
+def test_replicas_of_one_workload_share_one_decision() -> None:
+    first = pod({CARRIER_POD: "memory-qos=gold"}, [ctr("app", "1Gi", "2Gi")], name="web-1")
+    fresh_answer(first, DEFAULT_CATALOG)
+    assert mutate_pod(replica_of(first, 2), DEFAULT_CATALOG) is mutate_pod(first, DEFAULT_CATALOG)
+
+
+def test_a_catalog_edit_is_never_answered_from_memory() -> None:
+    first = pod({CARRIER_POD: "memory-qos=silver"}, [ctr("app", "1Gi", "2Gi")])
+    before = mutate_pod(first, DEFAULT_CATALOG)
+    after = mutate_pod(first, KOORDINATOR)
+    assert after is not before
+    assert after.patch != before.patch
