@@ -91,13 +91,12 @@ class PodViewStore:
 class NodeInfo:
     """The agent's Node object, re-read at most every `refresh` seconds; the last good copy is kept."""
 
-    def __init__(self, api: KubeClient, node: str, protectable_percent: int, refresh: float = 60.0,
+    def __init__(self, api: KubeClient, node: str, refresh: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, nri_configmap: str | None = None) -> None:
         self.api = api
         self.node = node
         self.nri_configmap = nri_configmap  # "namespace/name" of the NRI plugin's ConfigMap
         self.nri_text: str | None = None
-        self.protectable_percent = protectable_percent
         self.refresh = refresh
         self.clock = clock
         self.record: NodeRecord | None = None
@@ -121,10 +120,10 @@ class NodeInfo:
         if self.nri_configmap:
             self.nri_text = read_configmap_key(self.api, self.nri_configmap, "config.yaml")
 
-    def configured_budget(self) -> int | None:
+    def configured_budget(self, protectable_percent: int) -> int | None:
         if self.record is None or (self.record.allocatable_memory == 0 and self.record.protectable_override is None):
             return None
-        return protectable(self.record, self.protectable_percent)
+        return protectable(self.record, protectable_percent)
 
     def admin_offer(self) -> str | None:
         return self._raw_offer
@@ -154,11 +153,11 @@ class ClusterState:
     def pods(self) -> list[PodView] | None:
         return self.store.pods()
 
-    def configured_budget(self) -> int | None:
+    def configured_budget(self, protectable_percent: int) -> int | None:
         if self.node is None:
             return None
         self.node.update()
-        return self.node.configured_budget()
+        return self.node.configured_budget(protectable_percent)
 
     def admin_offer(self) -> str | None:
         return self.node.admin_offer() if self.node is not None else None

@@ -19,7 +19,7 @@ from qosgate.agent.hostfacts import HostFacts, HostFiles
 from qosgate.agent.metrics import ERRORS, PASS_DURATION, WRITES
 from qosgate.agent.state import StateFile
 from qosgate.core.ancestors import Owned, PodDemand, Write, plan_pass
-from qosgate.core.catalog import DEFAULT_CATALOG, Catalog
+from qosgate.core.catalog import CatalogHolder
 from qosgate.core.cgtree import MEMORY_MIN, SNAPSHOT_FILES, detect_driver, kubepods_dir, parse_bytes, parse_tree
 from qosgate.core.nodecaps import memory_controller, offered_classes, parse_nri_config, protectable_bytes
 from qosgate.core.nodereport import NodeReport, format_time
@@ -40,7 +40,9 @@ class PassSettings:
     kubelet_policy: str = "observed"  # or none | legacy | tiered (an admin who knows better)
     offered_classes: str | None = None  # admin offer, used when the NRI config cannot be read
     dry_run: bool = False
-    catalog: Catalog = DEFAULT_CATALOG
+    # The catalog in force, read once at the start of every pass (budget percent and classes offered agree
+    # within a pass); the CLI's holder follows the catalog ConfigMap, so an edit needs no agent restart.
+    catalog: CatalogHolder = field(default_factory=CatalogHolder)
 
 
 class ClusterView(Protocol):
@@ -48,8 +50,9 @@ class ClusterView(Protocol):
         """Pods bound to this node; None while unknown (not synced, API down)."""
         ...
 
-    def configured_budget(self) -> int | None:
-        """qosgate.io/protectable-memory, else catalog protectablePercent × allocatable; None when unknown."""
+    def configured_budget(self, protectable_percent: int) -> int | None:
+        """qosgate.io/protectable-memory, else protectable_percent (the catalog's) × allocatable; None when
+        unknown."""
         ...
 
     def admin_offer(self) -> str | None:
@@ -121,10 +124,12 @@ class Agent:
 
     def _pass(self) -> PassResult:
         problems: list[str] = []
+        catalog = self.settings.catalog.current
         facts = self.host.facts()
         nri = facts.nri
         if nri is None and self.cluster is not None:
-            self.cluster.configured_budget()  # refreshes the node info (and the NRI ConfigMap) when due
+            # Refreshes the node info (and the NRI ConfigMap) when due.
+            self.cluster.configured_budget(catalog.protectable_percent)
             text = self.cluster.nri_config_text()
             nri = parse_nri_config(text) if text is not None else None
         if nri is None and facts.nri_problem:
@@ -149,12 +154,12 @@ class Agent:
 
         configured = self.settings.protectable_override
         if configured is None and self.cluster is not None:
-            configured = self.cluster.configured_budget()
+            configured = self.cluster.configured_budget(catalog.protectable_percent)
         budget = protectable_bytes(configured, facts.total_memory, outside, self.settings.reserve, enforceable)
         admin_offer = self.settings.offered_classes
         if admin_offer is None and self.cluster is not None:
             admin_offer = self.cluster.admin_offer()
-        offer = offered_classes(self.settings.catalog, nri, enforceable, admin_offer)
+        offer = offered_classes(catalog, nri, enforceable, admin_offer)
 
         if driver is None:
             problems.append("no kubepods cgroup (kubepods.slice or kubepods) under the cgroup root")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from qosgate.agent.cgroupfs import CgroupFS, HostCgroupFS
@@ -20,6 +20,7 @@ from qosgate.agent.engine import Agent, PassResult, PassSettings
 from qosgate.agent.hostfacts import HostFiles
 from qosgate.agent.state import StateFile
 from qosgate.core.annotations import SYSTEM_NAMESPACE
+from qosgate.kube.catalog import CatalogSource, open_catalog
 from qosgate.serving.http import Route
 from qosgate.serving.lifecycle import Lifecycle
 from qosgate.serving.metrics import STATE, Sample, cache_samples
@@ -39,6 +40,8 @@ class AgentConfig:
     """Everything the agent is configured with; built once by the CLI."""
 
     settings: PassSettings
+    # Resolved by `build_agent` / `--once` into settings.catalog: a file, else the ConfigMap followed live.
+    catalog: CatalogSource = field(default_factory=CatalogSource)
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"
     nri_config: str | None = "/etc/nri/memory-qos/config.yaml"
@@ -144,8 +147,16 @@ class AgentRunner:
         return self.completed_at is not None and time.monotonic() - self.completed_at < 3 * self.interval + 5
 
 
+def with_catalog(config: AgentConfig, api: KubeClient | None,
+                 on_stop: Callable[[Callable[[], object]], None]) -> AgentConfig:
+    """`config` deciding with its catalog source: the file, or (with a cluster) the ConfigMap as it changes —
+    protectablePercent and the classes offered follow an edit at the next pass, without a restart."""
+    return replace(config, settings=replace(config.settings, catalog=open_catalog(config.catalog, api, on_stop)))
+
+
 def build_agent(config: AgentConfig, lifecycle: Lifecycle, api: KubeClient | None) -> list[Route]:
     """Start the agent; register readiness, metrics and stoppers on `lifecycle`."""
+    config = with_catalog(config, api, lifecycle.on_stop)
     if api is None:
         runner = AgentRunner(make_agent(config), config.interval)
     else:
@@ -158,8 +169,7 @@ def build_agent(config: AgentConfig, lifecycle: Lifecycle, api: KubeClient | Non
                 holder[0].wake.set()
 
         store = PodViewStore(on_change=wake)
-        node = NodeInfo(api, config.node, config.settings.catalog.protectable_percent, config.node_refresh,
-                        nri_configmap=config.nri_configmap)
+        node = NodeInfo(api, config.node, config.node_refresh, nri_configmap=config.nri_configmap)
         informer = Informer(api, "/api/v1/pods", store, field_selector=f"spec.nodeName={config.node}",
                             name="node-pods")
         agent = make_agent(config, ClusterState(store, node))
@@ -171,6 +181,8 @@ def build_agent(config: AgentConfig, lifecycle: Lifecycle, api: KubeClient | Non
         lifecycle.on_stop(informer.stop)
         lifecycle.readiness.checks["node pods listed"] = lambda: informer.has_synced
         STATE.register("agent-cache", cache_samples("agent", lambda: {informer.name: informer.stats()}))
+    # A catalog edit (budget percent, classes) is applied by the next pass: run it now, not an interval later.
+    config.settings.catalog.subscribe(lambda _catalog: runner.wake.set())
     STATE.register("agent", lambda: node_samples(runner))
     lifecycle.readiness.checks["agent pass completed recently"] = runner.ready
     runner.start()

@@ -16,15 +16,15 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qosgate.cli.argtypes import port, positive_seconds
-from qosgate.core.catalog import DEFAULT_CATALOG, Catalog, catalog_from_configmap
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.core.nodeoffer import parse_node_offer
 from qosgate.core.nodereport import encode
 from qosgate.core.quantity import parse_quantity
-from qosgate.kube.catalog import load_catalog_file
+from qosgate.kube.catalog import CatalogSource
 
 if TYPE_CHECKING:
     from qosgate.kube.transport import KubeClient
@@ -81,10 +81,12 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="classes this node enforces when the NRI config is not readable, e.g. "
                             "'memory-qos=gold,silver' (default: the node's qosgate.io/qos-classes annotation)")
     catalog = agent.add_mutually_exclusive_group()
-    catalog.add_argument("--catalog", metavar="FILE", help="class catalog YAML (default: the built-in one)")
+    catalog.add_argument("--catalog", metavar="FILE",
+                         help="class catalog YAML, fixed for the process (default: the catalog ConfigMap)")
     catalog.add_argument("--catalog-configmap", metavar="NS/NAME",
-                         help="read the catalog once at start from this ConfigMap "
-                              "(e.g. qosgate-system/qosgate-classes)")
+                         help="follow the catalog in this ConfigMap: an edit of protectablePercent or the classes "
+                              "applies from the next pass (default qosgate-system/qosgate-classes; without a "
+                              "cluster, the built-in catalog)")
     agent.add_argument("--dry-run", action="store_true", help="decide and report, write no cgroup file")
     agent.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
     agent.add_argument("--lease-namespace", default="qosgate-system")
@@ -93,22 +95,6 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     agent.add_argument("--log-format", default="json", choices=("json", "text"))
     agent.set_defaults(func=run_agent)
     return agent
-
-
-def _catalog(args: argparse.Namespace, api: KubeClient | None) -> Catalog:
-    if args.catalog:
-        return load_catalog_file(args.catalog)
-    if args.catalog_configmap and api is not None:
-        from qosgate.kube.rest import KubeError, request_json
-
-        namespace, _, name = args.catalog_configmap.partition("/")
-        try:
-            raw = request_json(api, "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-            return catalog_from_configmap(raw)
-        except (KubeError, InvalidError) as exc:
-            print(f"qosgate agent: catalog {args.catalog_configmap} not usable ({exc}); using the built-in one",
-                  file=sys.stderr)
-    return DEFAULT_CATALOG
 
 
 def config_from_args(args: argparse.Namespace, api: KubeClient | None = None) -> Any:
@@ -124,11 +110,11 @@ def config_from_args(args: argparse.Namespace, api: KubeClient | None = None) ->
             parse_node_offer(args.offered_classes, "--offered-classes")
         except InvalidError as exc:
             raise QosgateError(str(exc)) from None
-    catalog = _catalog(args, api)
     settings = PassSettings(node=args.node_name, reserve=args.reserve, protectable_override=args.protectable_bytes,
                             kubelet_policy=args.kubelet_policy, offered_classes=args.offered_classes,
-                            dry_run=args.dry_run, catalog=catalog)
-    return AgentConfig(settings=settings, cgroup_root=args.cgroup_root, proc_root=args.proc_root,
+                            dry_run=args.dry_run)
+    return AgentConfig(settings=settings, catalog=CatalogSource.of(args.catalog, args.catalog_configmap),
+                       cgroup_root=args.cgroup_root, proc_root=args.proc_root,
                        nri_config=args.nri_config or None, state_file=args.state_file or None,
                        interval=args.interval, report_interval=args.report_interval,
                        lease_namespace=args.lease_namespace, event_namespace=args.event_namespace,
@@ -137,13 +123,16 @@ def config_from_args(args: argparse.Namespace, api: KubeClient | None = None) ->
 
 def _passes(config: Any, api: KubeClient | None, count: int) -> dict[str, Any]:
     from qosgate.agent.cluster import ClusterState, EventRecorder, LeasePublisher, NodeInfo, list_pods_once
-    from qosgate.agent.wiring import make_agent
+    from qosgate.agent.wiring import make_agent, with_catalog
 
+    stoppers: list[Callable[[], object]] = []
+    config = with_catalog(config, api, stoppers.append)
+    for stop in stoppers:  # one pass (or N back to back) decides with the catalog read now
+        stop()
     cluster = publisher = events = None
     if api is not None:
         store = list_pods_once(api, config.node)
-        cluster = ClusterState(store, NodeInfo(api, config.node, config.settings.catalog.protectable_percent,
-                                               nri_configmap=config.nri_configmap))
+        cluster = ClusterState(store, NodeInfo(api, config.node, nri_configmap=config.nri_configmap))
         publisher = LeasePublisher(api, config.node, config.report_interval, config.lease_namespace)
         events = EventRecorder(api, config.node, config.event_namespace)
     agent = make_agent(config, cluster)

@@ -81,9 +81,9 @@ def test_an_api_that_is_down_is_counted_not_raised() -> None:
     assert not publisher.publish(report()) and publisher.last_error
     EventRecorder(dead_api(), "n1").overcommit("too much")
     assert list_pods_once(dead_api(), "n1").pods() is None
-    info = NodeInfo(dead_api(), "n1", 90)
+    info = NodeInfo(dead_api(), "n1")
     info.update()
-    assert info.configured_budget() is None
+    assert info.configured_budget(90) is None
 
 
 def test_overcommit_events_are_rate_limited(api) -> None:
@@ -109,11 +109,12 @@ def test_node_budget_from_annotation_or_catalog_percent(api) -> None:
                    {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "annotations": {
                        "qosgate.io/protectable-memory": "3Gi", "qosgate.io/qos-classes": "memory-qos=gold"}},
                     "status": {"allocatable": {"memory": "10Gi"}}}])
-    n1, n2 = NodeInfo(fake_api.kube_client(), "n1", 90), NodeInfo(fake_api.kube_client(), "n2", 90)
+    n1, n2 = NodeInfo(fake_api.kube_client(), "n1"), NodeInfo(fake_api.kube_client(), "n2")
     n1.update()
     n2.update()
-    assert n1.configured_budget() == 9 * 2**30 and n1.admin_offer() is None
-    assert n2.configured_budget() == 3 * 2**30 and n2.admin_offer() == "memory-qos=gold"
+    assert n1.configured_budget(90) == 9 * 2**30 and n1.admin_offer() is None
+    assert n1.configured_budget(50) == 5 * 2**30  # the percent of the catalog in force at this pass
+    assert n2.configured_budget(90) == 3 * 2**30 and n2.admin_offer() == "memory-qos=gold"
 
 
 def stored_lease(fake_api, node: str = "n1"):
@@ -149,6 +150,37 @@ def test_the_running_agent_pre_provisions_a_pod_bound_to_its_node_and_publishes(
                            and read_lease(lease, "n1", datetime.now(UTC)).report.accounted_bytes == 256 * MiB
                            and lease, timeout=10)
         assert read_lease(lease, "n1", datetime.now(UTC)).report.protectable_bytes == int(8 * 2**30 * 0.9)
+    finally:
+        lifecycle.stop()
+
+
+def catalog_configmap(protectable_percent: int) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "qosgate-classes", "namespace": "qosgate-system"},
+            "data": {"catalog.yaml": f"protectablePercent: {protectable_percent}\nresources: [{{name: memory-qos, "
+                                     "classes: [{name: gold, memoryMinPercent: 100}]}]\n"}}
+
+
+def test_the_running_agent_follows_a_catalog_edit_without_a_restart(api, tmp_path: Path) -> None:
+    fake_api = api
+    fake_api.seed([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                    "status": {"allocatable": {"memory": "8Gi"}}}, catalog_configmap(50)])
+    node = FakeNode(tmp_path)
+    config = AgentConfig(settings=PassSettings("n1"), cgroup_root=str(node.root), proc_root=str(node.proc),
+                         nri_config=None, state_file=str(tmp_path / "state.json"), interval=300, report_interval=30,
+                         nri_configmap=None)
+    lifecycle = Lifecycle()
+    build_agent(config, lifecycle, fake_api.kube_client())
+
+    def published_budget() -> int | None:
+        lease = stored_lease(fake_api)
+        return read_lease(lease, "n1", datetime.now(UTC)).report.protectable_bytes if lease else None
+
+    try:
+        eventually(lambda: published_budget() == 4 * 2**30, timeout=10)  # read at start: 50 % of 8 GiB
+        fake_api.seed([catalog_configmap(75)])
+        # the edit wakes the pass loop: well before the 300 s interval
+        eventually(lambda: published_budget() == 6 * 2**30, timeout=10)
     finally:
         lifecycle.stop()
 

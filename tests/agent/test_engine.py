@@ -4,6 +4,7 @@ garbage, cgroups vanishing mid-pass, writes failing) — logged and reported, ne
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from qosgate.agent.cgroupfs import HostCgroupFS
 from qosgate.agent.engine import Agent, PassSettings
 from qosgate.agent.state import StateFile
+from qosgate.core.catalog import CatalogHolder, load_catalog_yaml
 from qosgate.core.cgtree import CGROUPFS, SYSTEMD
 from qosgate.core.podprotection import PodView
 from tests.agent.faketree import FakeNode, MiB
@@ -162,7 +164,7 @@ class Cluster:
     def pods(self):
         return self._pods
 
-    def configured_budget(self):
+    def configured_budget(self, protectable_percent: int):
         return self._budget
 
     def admin_offer(self):
@@ -192,3 +194,42 @@ def test_api_unknown_pods_are_a_problem_not_a_crash(tmp_path: Path) -> None:
     result = agent(node, tmp_path, cluster=Cluster(None)).run_pass()
     assert node.min(node.kdir) == 100 * MiB  # the cgroup side works without the API
     assert any("not known yet" in p for p in result.report.problems)
+
+
+class PercentCluster(Cluster):
+    """A node with 10 GiB allocatable and no budget annotation: the catalog's percent decides its budget."""
+
+    def configured_budget(self, protectable_percent: int):
+        return 10 * 2**30 * protectable_percent // 100
+
+
+def test_a_catalog_edit_applies_from_the_next_pass_without_a_restart(tmp_path: Path) -> None:
+    node = FakeNode(tmp_path)
+    holder = CatalogHolder()
+    running = agent(node, tmp_path, cluster=PercentCluster([], nri="unifiedannotations: [memory.min]"),
+                    catalog=holder)
+    before = running.run_pass().report
+    assert before.protectable_bytes == 9 * 2**30 and before.offered_classes == "memory-qos=gold"
+    holder.replace(load_catalog_yaml("""\
+protectablePercent: 50
+backends: [nri-memory-qos]
+resources:
+- name: memory-qos
+  classes: [{name: gold, memoryMinPercent: 100}, {name: platinum, memoryMinPercent: 100}]
+""", "edited"), "edited")
+    after = running.run_pass().report
+    assert after.protectable_bytes == 5 * 2**30
+    assert after.offered_classes == "memory-qos=gold,platinum"
+
+
+def test_a_lowered_budget_caps_kubepods_from_the_next_pass_and_reports_the_overcommit(tmp_path: Path) -> None:
+    node = FakeNode(tmp_path)
+    node.pod("burstable", (6 * 2**30,))
+    holder = CatalogHolder()
+    running = agent(node, tmp_path, cluster=PercentCluster([]), catalog=holder)
+    assert running.run_pass().report.overcommit_bytes == 0
+    assert node.min(node.kdir) == 6 * 2**30  # within 90 % of 10 GiB
+    holder.replace(replace(holder.current, protectable_percent=50), "edited")
+    report = running.run_pass().report
+    assert node.min(node.kdir) == 5 * 2**30  # the agent's own raise, capped at the new budget
+    assert report.overcommit_bytes == 2**30

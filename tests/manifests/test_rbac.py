@@ -44,14 +44,16 @@ EXPECTED = {
     (EXTENDER, NAMESPACE, "", "configmaps", "watch", "qosgate-classes"),
     # node agent (manifests/base/agent-rbac.yaml explains each): its node's pods (a field selector RBAC
     # cannot express), its own Node, its report Lease in qosgate-system (the name is pinned by the
-    # ValidatingAdmissionPolicy, not RBAC), the catalog and the NRI plugin's config by name, events on Nodes.
+    # ValidatingAdmissionPolicy, not RBAC), a watch of the catalog and the NRI plugin's config by name, events on
+    # Nodes.
     (AGENT, CLUSTER, "", "pods", "list", ALL),
     (AGENT, CLUSTER, "", "pods", "watch", ALL),
     (AGENT, CLUSTER, "", "nodes", "get", ALL),
     (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "create", ALL),
     (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "get", ALL),
     (AGENT, NAMESPACE, "coordination.k8s.io", "leases", "update", ALL),
-    (AGENT, NAMESPACE, "", "configmaps", "get", "qosgate-classes"),
+    (AGENT, NAMESPACE, "", "configmaps", "list", "qosgate-classes"),
+    (AGENT, NAMESPACE, "", "configmaps", "watch", "qosgate-classes"),
     (AGENT, "kube-system", "", "configmaps", "get", "nri-memory-qos-config.default"),
     (AGENT, "default", "", "events", "create", ALL),
 }

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 
-from tests.realcluster.controlplane import ControlPlane
+from tests.realcluster.controlplane import ControlPlane, wait_until
+from tests.realcluster.qosgate_stack import QosgateStack
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -73,3 +74,18 @@ def annotations(obj: dict[str, Any]) -> dict[str, str]:
 def delete_pods(cp: ControlPlane, namespace: str) -> None:
     """Delete every pod of a namespace at once (grace 0: no kubelet would ever confirm a graceful delete)."""
     cp.api.delete(f"/api/v1/namespaces/{namespace}/pods", params={"gracePeriodSeconds": "0"})
+
+
+CATALOG_CONFIGMAP = "/api/v1/namespaces/qosgate-system/configmaps/qosgate-classes"
+
+
+def catalog_loads(qosgate: QosgateStack) -> list[int]:
+    return [r.process.log.read_text().count("catalog loaded from configmap") for r in qosgate.webhooks]
+
+
+def put_catalog(control_plane: ControlPlane, qosgate: QosgateStack, configmap: dict[str, Any]) -> None:
+    """Write the catalog ConfigMap (as admin) and wait until every webhook replica loaded it."""
+    before = catalog_loads(qosgate)
+    control_plane.api.put(CATALOG_CONFIGMAP, json=configmap).raise_for_status()
+    wait_until(lambda: all(now > then for now, then in zip(catalog_loads(qosgate), before, strict=True)), 30,
+               "every webhook replica to load the catalog", interval=0.2)

@@ -18,7 +18,15 @@ import yaml
 
 from tests.realcluster.conftest import NodePool
 from tests.realcluster.controlplane import ControlPlane, Scheduler, wait_until
-from tests.realcluster.helpers import MERGE, annotations, make_tenant, metric, warnings_of
+from tests.realcluster.helpers import (
+    CATALOG_CONFIGMAP,
+    MERGE,
+    annotations,
+    make_tenant,
+    metric,
+    put_catalog,
+    warnings_of,
+)
 from tests.realcluster.qosgate_stack import CARRIER, MEMORY_MIN, QosgateStack, class_pod, quota_configmap
 
 MI = 2**20
@@ -298,18 +306,6 @@ def catalog_configmap(qosgate: QosgateStack) -> dict[str, Any]:
     return qosgate.rendered("ConfigMap", "qosgate-classes")
 
 
-def wait_for_catalog_reload(qosgate: QosgateStack, loads_before: list[int]) -> None:
-    def reloaded() -> bool:
-        return all(r.process.log.read_text().count("catalog loaded from configmap") > before
-                   for r, before in zip(qosgate.webhooks, loads_before, strict=True))
-
-    wait_until(reloaded, 30, "every webhook replica to load the new catalog", interval=0.2)
-
-
-def catalog_loads(qosgate: QosgateStack) -> list[int]:
-    return [r.process.log.read_text().count("catalog loaded from configmap") for r in qosgate.webhooks]
-
-
 def test_catalog_edit_under_running_class_pods_never_blocks_their_updates(
         control_plane: ControlPlane, qosgate: QosgateStack, scheduler: Scheduler, node_pool: NodePool) -> None:
     tenant = make_tenant(control_plane)
@@ -328,21 +324,18 @@ def test_catalog_edit_under_running_class_pods_never_blocks_their_updates(
     document["resources"][0]["classes"] = [c for c in classes if c["name"] != "silver"]
     next(c for c in classes if c["name"] == "gold")["memoryMinPercent"] = 50
     edited["data"]["catalog.yaml"] = yaml.safe_dump(document)
-    configmap = "/api/v1/namespaces/qosgate-system/configmaps/qosgate-classes"
 
     # An invalid catalog is refused at admission, naming the field.
     broken = json.loads(json.dumps(edited))
     broken["data"]["catalog.yaml"] = broken["data"]["catalog.yaml"].replace("memoryMinPercent: 50",
                                                                             "memoryMinPercent: 500")
-    refused = control_plane.api.put(configmap, json=broken)
+    refused = control_plane.api.put(CATALOG_CONFIGMAP, json=broken)
     assert refused.status_code == 403
     assert 'admission webhook "validate-system-configmaps.qosgate.io" denied the request' in refused.json()["message"]
     assert "memoryMinPercent" in refused.json()["message"]
 
-    loads = catalog_loads(qosgate)
-    control_plane.api.put(configmap, json=edited).raise_for_status()
     try:
-        wait_for_catalog_reload(qosgate, loads)
+        put_catalog(control_plane, qosgate, edited)
         for name in ("gold", "silver"):
             labelled = tenant.http.patch(f"{pods}/{name}", json={"metadata": {"labels": {"tier": "web"}}},
                                          headers=MERGE)
@@ -362,6 +355,4 @@ def test_catalog_edit_under_running_class_pods_never_blocks_their_updates(
         assert halved.status_code == 201
         assert annotations(halved.json())[MEMORY_MIN] == str(128 * MI)
     finally:
-        loads = catalog_loads(qosgate)
-        control_plane.api.put(configmap, json=original).raise_for_status()
-        wait_for_catalog_reload(qosgate, loads)
+        put_catalog(control_plane, qosgate, original)

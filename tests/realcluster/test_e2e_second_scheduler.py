@@ -25,7 +25,7 @@ import yaml
 from qosgate.core.podprotection import pod_kernel_memory_min
 from tests.realcluster.conftest import NodePool
 from tests.realcluster.controlplane import ControlPlane, Scheduler, wait_until
-from tests.realcluster.helpers import annotations, delete_pods, make_tenant, metric
+from tests.realcluster.helpers import annotations, delete_pods, make_tenant, metric, put_catalog
 from tests.realcluster.qosgate_stack import (
     MEMORY_MIN,
     BindAuditor,
@@ -38,19 +38,6 @@ from tests.support.kustomize import render
 
 SECOND = "qosgate-scheduler"
 MI = 2**20
-CONFIGMAP = "/api/v1/namespaces/qosgate-system/configmaps/qosgate-classes"
-
-
-def catalog_loads(qosgate: QosgateStack) -> list[int]:
-    return [r.process.log.read_text().count("catalog loaded from configmap") for r in qosgate.webhooks]
-
-
-def put_catalog(control_plane: ControlPlane, qosgate: QosgateStack, configmap: dict[str, Any]) -> None:
-    """Write the catalog and wait until every webhook replica loaded it."""
-    before = catalog_loads(qosgate)
-    control_plane.api.put(CONFIGMAP, json=configmap).raise_for_status()
-    wait_until(lambda: all(now > then for now, then in zip(catalog_loads(qosgate), before, strict=True)), 30,
-               "every webhook replica to load the catalog", interval=0.2)
 
 
 # An install overlay with manifests/components/route-kubelet-protected: the mutating webhook also sees plain
