@@ -129,16 +129,22 @@ def pod(uid: str, node: str, memory_min: int) -> dict:
             "status": {"phase": "Pending", "qosClass": "Burstable"}}
 
 
+def start_agent(fake_api, tmp_path: Path, interval: float) -> tuple[FakeNode, Lifecycle]:
+    """`qosgate agent` for node n1 on a fake cgroup tree, against the fake API; the caller stops the lifecycle."""
+    node = FakeNode(tmp_path)
+    config = AgentConfig(settings=PassSettings("n1"), cgroup_root=str(node.root), proc_root=str(node.proc),
+                         nri_config=None, state_file=str(tmp_path / "state.json"), interval=interval,
+                         report_interval=30, nri_configmap=None)
+    lifecycle = Lifecycle()
+    build_agent(config, lifecycle, fake_api.kube_client())
+    return node, lifecycle
+
+
 def test_the_running_agent_pre_provisions_a_pod_bound_to_its_node_and_publishes(api, tmp_path: Path) -> None:
     fake_api = api
     fake_api.seed([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
                     "status": {"allocatable": {"memory": "8Gi"}}}])
-    node = FakeNode(tmp_path)
-    config = AgentConfig(settings=PassSettings("n1"), cgroup_root=str(node.root), proc_root=str(node.proc),
-                         nri_config=None, state_file=str(tmp_path / "state.json"), interval=30, report_interval=30,
-                         nri_configmap=None)
-    lifecycle = Lifecycle()
-    build_agent(config, lifecycle, fake_api.kube_client())
+    node, lifecycle = start_agent(fake_api, tmp_path, interval=30)
     try:
         eventually(lambda: stored_lease(fake_api) is not None, timeout=10)
         uid = "0b5d1f2e-7c3a-4e8b-9d6f-1a2b3c4d5e6f"
@@ -165,12 +171,7 @@ def test_the_running_agent_follows_a_catalog_edit_without_a_restart(api, tmp_pat
     fake_api = api
     fake_api.seed([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
                     "status": {"allocatable": {"memory": "8Gi"}}}, catalog_configmap(50)])
-    node = FakeNode(tmp_path)
-    config = AgentConfig(settings=PassSettings("n1"), cgroup_root=str(node.root), proc_root=str(node.proc),
-                         nri_config=None, state_file=str(tmp_path / "state.json"), interval=300, report_interval=30,
-                         nri_configmap=None)
-    lifecycle = Lifecycle()
-    build_agent(config, lifecycle, fake_api.kube_client())
+    _node, lifecycle = start_agent(fake_api, tmp_path, interval=300)
 
     def published_budget() -> int | None:
         lease = stored_lease(fake_api)
