@@ -8,15 +8,13 @@ edits an owned annotation gets it put back.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from qosgate.core import annotations as keys
-from qosgate.core.catalog import DEFAULT_SCHEDULER, Catalog
+from qosgate.core.catalog import DEFAULT_SCHEDULER, Catalog, CatalogMemo
 from qosgate.core.cgtree import GUARANTEED
 from qosgate.core.compile import compile_pod
 from qosgate.core.errors import InvalidError, ShapeError
@@ -53,9 +51,7 @@ def _sync(metadata: Mapping[str, Any], want_annotations: Mapping[str, str], want
     return AdmissionResponse.allow(ops, warnings)
 
 
-_OUTCOMES: OrderedDict[bytes, tuple[Catalog, AdmissionResponse]] = OrderedDict()
-_OUTCOME_LIMIT = 2048
-_outcomes_lock = threading.Lock()
+_OUTCOMES: CatalogMemo[AdmissionResponse] = CatalogMemo()
 
 
 def _outcome_key(pod: Mapping[str, Any]) -> bytes | None:
@@ -97,12 +93,9 @@ def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
     """
     key = _outcome_key(pod)
     if key is not None:
-        with _outcomes_lock:
-            entry = _OUTCOMES.get(key)
-            if entry is not None:
-                _OUTCOMES.move_to_end(key)
-        if entry is not None and entry[0] is catalog:
-            return entry[1]
+        remembered = _OUTCOMES.get(key, catalog)
+        if remembered is not None:
+            return remembered
     try:
         check_pod_shape(pod, complete=True)
     except ShapeError as exc:
@@ -111,11 +104,7 @@ def mutate_pod(pod: Mapping[str, Any], catalog: Catalog) -> AdmissionResponse:
     if key is not None:
         if response.patch:
             response.encoded_patch = encode_patch(response.patch)
-        with _outcomes_lock:
-            # Holding the catalog in the entry keeps the identity comparison sound (no id reuse while cached).
-            _OUTCOMES[key] = (catalog, response)
-            if len(_OUTCOMES) > _OUTCOME_LIMIT:
-                _OUTCOMES.popitem(last=False)
+        _OUTCOMES.put(key, catalog, response)
     return response
 
 

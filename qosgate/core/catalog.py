@@ -6,15 +6,19 @@ every offending field at once; callers keep the last valid catalog in force when
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 
 from qosgate.core.errors import FieldError, InvalidError, unknown_field_errors
 from qosgate.core.qosresources import class_name_problem, qualified_name_problem
 from qosgate.core.types import Accounting
+
+T = TypeVar("T")
 
 BACKENDS = ("nri-memory-qos", "koordinator", "kubelet")
 KOORDINATOR_QOS_CLASSES = ("LSE", "LSR", "LS", "BE", "SYSTEM")
@@ -305,3 +309,40 @@ class CatalogHolder:
             return self.last_error
         self.replace(catalog, source or self.source)
         return None
+
+
+class CatalogMemo(Generic[T]):
+    """Answers remembered per catalog: a bounded LRU from a key (bytes holding everything the answer reads)
+    to the answer and the catalog it was decided with. A lookup with another catalog misses, so an edit is
+    never answered from memory. Thread-safe (the webhook decides on the loop and in worker threads).
+
+    Admission sees the same few pod shapes (the replicas of each workload) over and over: remembering turns
+    their decision into one dictionary lookup."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[Catalog, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes, catalog: Catalog) -> T | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] is not catalog:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: bytes, catalog: Catalog, value: T) -> None:
+        with self._lock:
+            # Holding the catalog in the entry keeps the identity check sound (no id reuse while cached).
+            self._entries[key] = (catalog, value)
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

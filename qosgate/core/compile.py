@@ -6,8 +6,6 @@ This is the one computation the mutating webhook writes, the validating webhook 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +14,7 @@ import orjson
 
 from qosgate.core import annotations as keys
 from qosgate.core.backends import render_backends
-from qosgate.core.catalog import Catalog
+from qosgate.core.catalog import Catalog, CatalogMemo
 from qosgate.core.errors import FieldError, InvalidError
 from qosgate.core.memory import (
     InitContainerAmount,
@@ -95,9 +93,7 @@ def _class_path(requests: QosRequests, container: str, resource: str, container_
     return f"pod qosResources (or annotation {keys.CARRIER_POD})"
 
 
-_CACHE_SIZE = 2048
-_cache: OrderedDict[bytes, tuple[Catalog, CompiledPod]] = OrderedDict()
-_cache_lock = threading.Lock()
+_COMPILED: CatalogMemo[CompiledPod] = CatalogMemo()
 
 
 def compile_key(pod: Mapping[str, Any]) -> bytes | None:
@@ -129,18 +125,12 @@ def compile_pod(pod: Mapping[str, Any], catalog: Catalog) -> CompiledPod:
     """
     key = compile_key(pod)
     if key is not None:
-        with _cache_lock:
-            hit = _cache.get(key)
-            if hit is not None and hit[0] is catalog:
-                _cache.move_to_end(key)
-                return hit[1]
+        hit = _COMPILED.get(key, catalog)
+        if hit is not None:
+            return hit
     compiled = _compile_pod(pod, catalog)
     if key is not None:
-        with _cache_lock:
-            # Holding the catalog in the entry keeps its identity check sound (no id reuse while cached).
-            _cache[key] = (catalog, compiled)
-            if len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
+        _COMPILED.put(key, catalog, compiled)
     return compiled
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from qosgate.core.catalog import (
     DEFAULT_CATALOG,
     Catalog,
     CatalogHolder,
+    CatalogMemo,
     QosClass,
     catalog_from_configmap,
     load_catalog_yaml,
@@ -351,3 +353,26 @@ def test_holder_clears_the_error_after_a_valid_update() -> None:
     assert holder.last_error
     holder.update_from_configmap(configmap({CATALOG_DATA_KEY: GOOD_YAML}))
     assert holder.last_error is None
+
+
+# --- CatalogMemo: answers remembered per catalog --------------------------------------------------------
+
+
+def test_memo_answers_only_for_the_catalog_it_was_decided_with() -> None:
+    memo: CatalogMemo[str] = CatalogMemo()
+    edited = replace(DEFAULT_CATALOG, protectable_percent=50)
+    memo.put(b"pod", DEFAULT_CATALOG, "answer")
+    assert memo.get(b"pod", DEFAULT_CATALOG) == "answer"
+    assert memo.get(b"pod", edited) is None  # an equal-looking catalog object is still another version
+    assert memo.get(b"other", DEFAULT_CATALOG) is None
+
+
+def test_memo_forgets_the_least_recently_used_beyond_its_size() -> None:
+    memo: CatalogMemo[int] = CatalogMemo(size=2)
+    memo.put(b"a", DEFAULT_CATALOG, 1)
+    memo.put(b"b", DEFAULT_CATALOG, 2)
+    assert memo.get(b"a", DEFAULT_CATALOG) == 1  # a is now the most recent
+    memo.put(b"c", DEFAULT_CATALOG, 3)
+    assert len(memo) == 2
+    assert memo.get(b"b", DEFAULT_CATALOG) is None
+    assert (memo.get(b"a", DEFAULT_CATALOG), memo.get(b"c", DEFAULT_CATALOG)) == (1, 3)

@@ -405,7 +405,7 @@ resources:
 def fresh_answer(the_pod: dict[str, Any], catalog: Catalog) -> AdmissionResponse:
     """The answer decided from scratch: both memos (the outcome's and compile's) emptied first."""
     mutate_module._OUTCOMES.clear()
-    compile_module._cache.clear()
+    compile_module._COMPILED.clear()
     return mutate_pod(the_pod, catalog)
 
 
