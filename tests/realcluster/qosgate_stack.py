@@ -10,10 +10,16 @@
 3. starts ``webhook_replicas`` × ``qosgate serve webhook`` and ``extender_replicas`` × ``qosgate serve
    extender --leader-elect``, each authenticating as its shipped ServiceAccount (TokenRequest token), so the
    manifests' RBAC is what they run with; each set sits behind a loopback ``TcpBalancer`` (the Service) that
-   routes to ready replicas only (for the extender: the Lease holder, as its /readyz says);
+   routes to ready replicas only (for the extender every replica with synced caches: followers forward the
+   verbs to the Lease holder);
 4. registers the shipped Mutating/ValidatingWebhookConfigurations with ``clientConfig.service`` rewritten to
    ``url: https://127.0.0.1:<balancer>/<path>`` and the caBundle injected, and waits until kube-apiserver
    calls them.
+
+``start_agent(node, cgroup_root, proc_root)`` runs ``qosgate agent`` for one Node as the DaemonSet would: its
+pod bound to the node, a token bound to that pod (so the shipped admission policy sees the node), the
+cgroup tree and /proc given as directories (no kubelet, no kernel here: tests lay them out with
+tests/agent/faketree.FakeNode; the kernel itself is tested in tests/kernel).
 
 kube-scheduler configurations come from ``manifests/scheduler/kube-scheduler-config.yaml`` (self-managed
 mode) and ``manifests/overlays/second-scheduler/kube-scheduler-config.yaml`` (second scheduler) with only
@@ -51,6 +57,7 @@ SELF_MANAGED_SCHEDULER_CONFIG = MANIFESTS / "scheduler" / "kube-scheduler-config
 SECOND_SCHEDULER_DIR = MANIFESTS / "overlays" / "second-scheduler"
 SECOND_SCHEDULER_CONFIG = SECOND_SCHEDULER_DIR / "kube-scheduler-config.yaml"
 SYSTEM_NAMESPACE = "qosgate-system"
+AGENT_NAMESPACE = "qosgate-node"
 QOSGATE = (sys.executable, "-m", "qosgate.cli.main")
 # Kinds of manifests/base that need a kubelet or a controller to mean anything; everything else is applied.
 WORKLOAD_KINDS = frozenset({"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job", "CronJob"})
@@ -239,6 +246,7 @@ class QosgateStack:
         self.extra_extender_args = list(extra_extender_args)
         self.webhooks: list[Replica] = []
         self.extenders: list[Replica] = []
+        self.agents: dict[str, QosgateProcess] = {}  # node → its agent
         (directory / "balancers").mkdir(parents=True, exist_ok=True)
         self.webhook_balancer = TcpBalancer(name="webhook-service", directory=directory / "balancers")
         self.extender_balancer = TcpBalancer(name="extender-service", directory=directory / "balancers")
@@ -275,6 +283,8 @@ class QosgateStack:
                 path = f"/apis/admissionregistration.k8s.io/v1/{kind.lower()}s/qosgate"
                 with contextlib.suppress(httpx.HTTPError):
                     self.cp.api.delete(path)
+        for node in list(self.agents):
+            self.stop_agent(node)
         # SIGTERM everything at once, then wait: the drains overlap.
         replicas = self.webhooks + self.extenders
         for replica in replicas:
@@ -399,6 +409,42 @@ class QosgateStack:
             replica.process.wait_ready(timeout)
         self.sync_balancers()
         return replica
+
+    # -- node agents
+
+    def start_agent(self, node: str, cgroup_root: Path, proc_root: Path, *, interval: float = 2.0,
+                    timeout: float = 60) -> QosgateProcess:
+        """``qosgate agent`` for ``node`` with the DaemonSet's arguments (manifests/base/agent-daemonset.yaml),
+        on the given cgroup tree and /proc; returns it ready (one pass done, the node's pods listed)."""
+        pod = f"qosgate-agent-{node}"
+        self.cp.api.post(f"/api/v1/namespaces/{AGENT_NAMESPACE}/pods", json={
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "labels": {"app.kubernetes.io/name": "qosgate",
+                                                 "app.kubernetes.io/component": "agent"}},
+            "spec": {"serviceAccountName": "qosgate-agent", "nodeName": node, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "agent", "image": "registry.invalid/qosgate:1"}]}}).raise_for_status()
+        kubeconfig = self.cp.service_account_kubeconfig(AGENT_NAMESPACE, "qosgate-agent", pod=pod,
+                                                        expiration_seconds=TOKEN_SECONDS)
+        health = free_port()
+        argv = [*QOSGATE, "agent", "--node-name", node, "--kubeconfig", str(kubeconfig),
+                "--cgroup-root", str(cgroup_root), "--proc-root", str(proc_root),
+                "--state-file", str(self.directory / f"agent-{node}-state.json"),
+                "--catalog-configmap", f"{SYSTEM_NAMESPACE}/qosgate-classes",
+                "--nri-config", "", "--nri-configmap", "",  # no NRI plugin here: the report restricts no class
+                "--interval", str(interval), "--report-interval", "5",
+                "--health-port", str(health), "--host", "127.0.0.1", "--log-format", "text"]
+        name = f"agent-{node}-{next(self._names)}"
+        process = QosgateProcess(name, argv, self.cp.directory / "logs" / f"qosgate-{name}.log", health,
+                                 env={"NODE_NAME": node, "POD_NAME": pod})
+        self.agents[node] = process.start()
+        return process.wait_ready(timeout)
+
+    def stop_agent(self, node: str) -> None:
+        process = self.agents.pop(node, None)
+        if process is not None:
+            process.terminate(grace=10)
+        self.cp.api.delete(f"/api/v1/namespaces/{AGENT_NAMESPACE}/pods/qosgate-agent-{node}",
+                           params={"gracePeriodSeconds": "0"})
 
     def lease_holder(self) -> str:
         response = self.cp.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases/"
