@@ -15,3 +15,12 @@ ERRORS = Counter(
     "Agent problems by kind: read (unreadable/garbage cgroup file), write, api, state, pass (unexpected).",
     ["kind"],
 )
+
+# Every known label value exists from the first scrape at 0: rate() over a counter that appears only with its
+# first increment misses that increment, and an alert on it would stay silent for the first error.
+WRITE_RESULTS = ("ok", "error")
+ERROR_KINDS = ("read", "write", "api", "state", "pass")
+for _result in WRITE_RESULTS:
+    WRITES.labels(_result)
+for _kind in ERROR_KINDS:
+    ERRORS.labels(_kind)

@@ -5,6 +5,7 @@
 - Every metric the rules and the dashboard query is one qosgate exports: scraped from a running
   `qosgate serve all --local` where it exists there, otherwise found in the source of the component that
   exports it in a cluster (CLUSTER_ONLY), or listed with the outside exporter it comes from (EXTERNAL).
+  tests/realcluster/test_e2e_monitoring.py scrapes the cluster-only ones from the running components.
 - The Prometheus Operator objects (CRDs, unknown to kubernetes-validate) are checked structurally.
 """
 
