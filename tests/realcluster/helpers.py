@@ -89,3 +89,17 @@ def put_catalog(control_plane: ControlPlane, qosgate: QosgateStack, configmap: d
     control_plane.api.put(CATALOG_CONFIGMAP, json=configmap).raise_for_status()
     wait_until(lambda: all(now > then for now, then in zip(catalog_loads(qosgate), before, strict=True)), 30,
                "every webhook replica to load the catalog", interval=0.2)
+
+
+def admitted(cp: ControlPlane, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The pod as admission makes it (qosgate's annotations), without creating it (server-side dry run)."""
+    response = cp.api.post(f"/api/v1/namespaces/{namespace}/pods", params={"dryRun": "All"}, json=body)
+    return dict(response.raise_for_status().json())
+
+
+def filter_passes(qosgate: QosgateStack, pod: dict[str, Any], node: str) -> bool:
+    """Whether the extender (through its Service, as kube-scheduler calls it) lets `pod` onto `node`."""
+    with qosgate.extender_client() as client:
+        answer = client.post("/filter", json={"Pod": pod, "NodeNames": [node]}).raise_for_status().json()
+    assert not answer.get("Error"), answer
+    return node in (answer.get("NodeNames") or [])

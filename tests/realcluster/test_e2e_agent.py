@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,7 +23,7 @@ from qosgate.core.nodereport import NodeReport, lease_name, read_lease
 from tests.agent.faketree import FakeNode
 from tests.realcluster.conftest import NodePool
 from tests.realcluster.controlplane import ControlPlane, Scheduler, wait_until
-from tests.realcluster.helpers import delete_pods
+from tests.realcluster.helpers import admitted, delete_pods, filter_passes
 from tests.realcluster.qosgate_stack import SYSTEM_NAMESPACE, BindAuditor, QosgateStack, class_pod
 
 GI = 2**30
@@ -44,19 +43,6 @@ def published(cp: ControlPlane, node: str) -> NodeReport | None:
         return None
     reading = read_lease(response.json(), node, datetime.now(UTC))
     return reading.report if reading.usable else None
-
-
-def admitted(cp: ControlPlane, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The pod as admission makes it (qosgate's annotations), without creating it."""
-    response = cp.api.post(f"/api/v1/namespaces/{namespace}/pods", params={"dryRun": "All"}, json=body)
-    return response.raise_for_status().json()
-
-
-def filter_passes(qosgate: QosgateStack, pod: dict[str, Any], node: str) -> bool:
-    with qosgate.extender_client() as client:
-        answer = client.post("/filter", json={"Pod": pod, "NodeNames": [node]}).raise_for_status().json()
-    assert not answer.get("Error"), answer
-    return node in (answer.get("NodeNames") or [])
 
 
 def test_the_agent_reports_what_the_kubelet_protects_and_the_scheduler_counts_it(
