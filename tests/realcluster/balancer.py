@@ -13,6 +13,12 @@ parent writes the endpoints to a JSON file (``set_backends``); the child re-read
 plain-HTTP ``ready_url`` every ``probe_interval`` seconds like a readiness probe feeding the endpoints (no URL:
 always ready).
 
+By default it is kinder than kube-proxy, to keep tests fast: endpoints are probed every 0.2 s, one failed probe
+removes one, and a refused connection is retried on the next endpoint. ``Probing`` (``set_backends(...,
+probing=...)``) makes it as strict as a cluster, for measurements: the Deployment's readiness probe period and
+failure threshold, and a connection dealt to an endpoint that refuses is refused to the client (iptables DNAT
+picks one endpoint; nothing retries another).
+
     python -m tests.realcluster.balancer ENDPOINTS_FILE PORT_FILE [PROBE_INTERVAL]
 """
 
@@ -31,6 +37,16 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Probing:
+    """How endpoints are kept: a readiness probe every ``period`` seconds, unready after ``failure_threshold``
+    failures in a row; ``retry_refused``: a refused connection moves on to the next endpoint."""
+
+    period: float = 0.2
+    failure_threshold: int = 1
+    retry_refused: bool = True
 
 
 @dataclass
@@ -55,9 +71,11 @@ class TcpBalancer:
         self._process: subprocess.Popen[bytes] | None = None
         self._write(list(backends))
 
-    def _write(self, backends: list[Backend]) -> None:
+    def _write(self, backends: list[Backend], probing: Probing | None = None) -> None:
+        document = {"backends": [asdict(b) for b in backends], "written": time.time_ns(),
+                    "probing": asdict(probing or Probing(period=self.probe_interval))}
         temporary = self.endpoints.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"backends": [asdict(b) for b in backends], "written": time.time_ns()}))
+        temporary.write_text(json.dumps(document))
         os.replace(temporary, self.endpoints)
 
     def start(self) -> TcpBalancer:
@@ -89,8 +107,9 @@ class TcpBalancer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def set_backends(self, backends: Sequence[Backend]) -> None:
-        self._write(list(backends))
+    def set_backends(self, backends: Sequence[Backend], probing: Probing | None = None) -> None:
+        """Swap the endpoints (and how they are kept: default, the fast test mode)."""
+        self._write(list(backends), probing)
 
     def probe_now(self, timeout: float = 10) -> None:
         """Wait until the child has applied the current endpoints file and probed every backend once since."""
@@ -118,7 +137,9 @@ class _Child:
     def __init__(self, endpoints: Path, status: Path, probe_interval: float):
         self.endpoints, self.status, self.probe_interval = endpoints, status, probe_interval
         self.backends: list[dict[str, object]] = []
+        self.probing = Probing(period=probe_interval)
         self.ready: dict[int, bool] = {}
+        self.failures: dict[int, int] = {}  # consecutive failed probes per endpoint
         self.written = 0
         self.rotation = itertools.count()
         self.connections: dict[int, set[asyncio.BaseTransport]] = {}
@@ -129,6 +150,7 @@ class _Child:
         except (OSError, ValueError):
             return
         self.backends, self.written = document["backends"], document["written"]
+        self.probing = Probing(**document.get("probing", {"period": self.probe_interval}))
         # A backend removed from the endpoints is a replica that is gone: its connections die with it.
         listed = {int(b["port"]) for b in self.backends}  # type: ignore[call-overload]
         for port in list(self.connections):
@@ -153,12 +175,17 @@ class _Child:
             for backend in self.backends:
                 url = backend.get("ready_url")
                 port = int(backend["port"])  # type: ignore[call-overload]
-                ready[port] = True if not url else await loop.run_in_executor(None, self._probe, url)
+                passed = True if not url else await loop.run_in_executor(None, self._probe, url)
+                self.failures[port] = 0 if passed else self.failures.get(port, 0) + 1
+                # New endpoints start unready until a probe passes; a listed one turns unready only after
+                # failure_threshold failures in a row, as the kubelet reports it.
+                ready[port] = passed or (self.ready.get(port, False)
+                                         and self.failures[port] < self.probing.failure_threshold)
             self.ready = ready
             temporary = self.status.with_suffix(".tmp")
             temporary.write_text(json.dumps({"probed_for": written, "ready": [p for p, ok in ready.items() if ok]}))
             os.replace(temporary, self.status)
-            await asyncio.sleep(self.probe_interval)
+            await asyncio.sleep(self.probing.period)
 
     def candidates(self) -> list[int]:
         ready = [int(b["port"]) for b in self.backends if self.ready.get(int(b["port"]))]  # type: ignore[call-overload]
@@ -169,7 +196,10 @@ class _Child:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = None
-        for port in self.candidates():
+        candidates = self.candidates()
+        if not self.probing.retry_refused:
+            candidates = candidates[:1]  # one endpoint is dealt; if it refuses, so does the Service
+        for port in candidates:
             try:
                 upstream = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
                 break
