@@ -5,7 +5,9 @@ fed through the very code the extender and the webhook decide with (watch-cache 
 QuotaSource), so what it prints is what they count. Reservations in flight live only in the extender
 leader's memory; it publishes them on its Lease at every renewal, and they are added here.
 
-Errors name what is missing (no agent installed, no access to a kind) and the rest is still shown.
+Errors name what is missing (no agent installed, no access to a kind) and the rest is still shown — unless
+nothing true could be shown: no answer from the API server, credentials it refuses (401), or no access to
+anything at all (403 on every read) end the command with a one-line error.
 """
 
 from __future__ import annotations
@@ -20,22 +22,25 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import yaml
 
-from qosgate.core.annotations import CATALOG_CONFIGMAP, EXTENDER_STATE, LEADER_URL, SYSTEM_NAMESPACE
+from qosgate.core.annotations import CATALOG_CONFIGMAP, EXTENDER_STATE, LEADER_URL, QUOTA_LABEL, SYSTEM_NAMESPACE
 from qosgate.core.catalog import DEFAULT_CATALOG, Catalog
 from qosgate.core.errors import QosgateError
 from qosgate.core.nodereport import LEASE_SELECTOR, parse_time
 from qosgate.core.quantity import format_bytes
+from qosgate.core.quota import QUOTA_LABEL_VALUE
 from qosgate.extender.state import ExtenderState, NodeSummary
 from qosgate.extender.wiring import ExtenderConfig, settings_from
 from qosgate.kube.catalog import fetch_catalog
-from qosgate.kube.rest import ApiError, KubeError, request_json
+from qosgate.kube.rest import ApiError, KubeError, TransportError, request_json
 from qosgate.webhook.quota.source import QuotaSource
 
 if TYPE_CHECKING:
+    from qosgate.kube.store import ObjectStore
     from qosgate.kube.transport import KubeClient
 
 BAR_WIDTH = 20
 DEFAULT_LEASE = "qosgate-extender"
+QUOTA_SELECTOR = f"{QUOTA_LABEL}={QUOTA_LABEL_VALUE}"
 
 
 @dataclass
@@ -45,6 +50,24 @@ class Status:
     extender: dict[str, Any] = field(default_factory=dict)
     catalog: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """A read that failed but leaves the rest worth showing; `forbidden` when the API server answered 403."""
+
+    text: str
+    what: str = ""
+    forbidden: bool = False
+
+
+def lease_ref(value: str) -> str:
+    """`--lease NAMESPACE/NAME`: a missing part would read a Lease nobody named and report it has no holder."""
+    namespace, slash, name = value.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAMESPACE/NAME "
+                                         f"(e.g. {SYSTEM_NAMESPACE}/{DEFAULT_LEASE})")
+    return value
 
 
 def add_status_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -59,29 +82,56 @@ def add_status_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     status.add_argument("--limit", type=int, default=25,
                         help="nodes shown in text output, tightest first (0 = all; json/yaml always list all)")
     status.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
-    status.add_argument("--lease", default=f"{SYSTEM_NAMESPACE}/{DEFAULT_LEASE}",
+    status.add_argument("--lease", type=lease_ref, default=f"{SYSTEM_NAMESPACE}/{DEFAULT_LEASE}",
+                        metavar="NAMESPACE/NAME",
                         help="the extender's leader-election Lease NAMESPACE/NAME")
     status.set_defaults(func=run_status)
     return status
 
 
+def _unreachable(api: KubeClient, exc: TransportError) -> QosgateError:
+    return QosgateError(f"cannot reach the API server {api.server}: {exc}")
+
+
+def _fatal(api: KubeClient, exc: KubeError) -> QosgateError | None:
+    """The failures after which nothing true can be shown, as the command's one-line error; None for others.
+
+    Every read goes to the same server with the same credentials, so no answer or a refused credential on one
+    read means the same on all of them: a report of empty sections would only hide that.
+    """
+    if isinstance(exc, TransportError):
+        return _unreachable(api, exc)
+    if isinstance(exc, ApiError) and exc.status == 401:
+        return QosgateError(f"the API server {api.server} refused the credentials (HTTP 401 "
+                            f"{exc.reason or 'Unauthorized'}): check the kubeconfig user's token or certificate")
+    return None
+
+
 def _list_into(store: Any, api: KubeClient, path: str, label_selector: str = "", field_selector: str = "",
-               what: str = "") -> str | None:
-    """One paged LIST into `store` through the informer's own code; returns a problem instead of raising."""
+               what: str = "") -> _Problem | None:
+    """One paged LIST into `store` through the informer's own code; returns a problem instead of raising.
+
+    Raises QosgateError when the whole command cannot go on (see `_fatal`), or for a selector the API server
+    rejects (400): an empty table would read as "no node matches".
+    """
     from qosgate.kube.informer import Informer
 
     informer = Informer(api, path, store, label_selector=label_selector or None,
                         field_selector=field_selector or None, name=what or path)
     try:
         informer.list_once()
-    except ApiError as exc:
-        store.replace([], "")
-        if exc.status in (401, 403):
-            return f"no access to {what}: {exc.message or exc.reason} (needs list on {what})"
-        return f"cannot list {what}: {exc}"
     except KubeError as exc:
         store.replace([], "")
-        return f"cannot list {what}: {exc}"
+        fatal = _fatal(api, exc)
+        if fatal is not None:
+            raise fatal from None
+        if isinstance(exc, ApiError) and exc.status == 400 and label_selector:
+            raise QosgateError(f"invalid label selector {label_selector!r} for {what}: "
+                               f"{exc.message or exc.reason}") from None
+        if isinstance(exc, ApiError) and exc.status == 403:
+            return _Problem(f"no access to {what}: {exc.message or exc.reason} (needs list on {what})", what,
+                            forbidden=True)
+        return _Problem(f"cannot list {what}: {exc}", what)
     return None
 
 
@@ -99,16 +149,21 @@ def _node_row(summary: NodeSummary) -> dict[str, Any]:
     return row
 
 
-def _extender(api: KubeClient, lease_ref: str, now: datetime) -> tuple[dict[str, Any], dict[str, int], str | None]:
+def _extender(api: KubeClient, lease_ref: str,
+              now: datetime) -> tuple[dict[str, Any], dict[str, int], _Problem | None]:
     namespace, _, name = lease_ref.partition("/")
+    what = f"the extender Lease {lease_ref}"
     try:
         lease = request_json(api, "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
-    except ApiError as exc:
-        if exc.not_found:
-            return {"leader": None}, {}, f"no extender Lease {lease_ref}: is the extender running with --leader-elect?"
-        return {"leader": None}, {}, f"cannot read the extender Lease {lease_ref}: {exc}"
     except KubeError as exc:
-        return {"leader": None}, {}, f"cannot read the extender Lease {lease_ref}: {exc}"
+        fatal = _fatal(api, exc)
+        if fatal is not None:
+            raise fatal from None
+        if isinstance(exc, ApiError) and exc.not_found:
+            return {"leader": None}, {}, _Problem(f"no extender Lease {lease_ref}: is the extender running with "
+                                                  "--leader-elect?", what)
+        forbidden = isinstance(exc, ApiError) and exc.status == 403
+        return {"leader": None}, {}, _Problem(f"cannot read {what}: {exc}", what, forbidden)
     spec = lease.get("spec") or {}
     annotations = (lease.get("metadata") or {}).get("annotations") or {}
     renewed = parse_time(spec.get("renewTime"))
@@ -124,9 +179,40 @@ def _extender(api: KubeClient, lease_ref: str, now: datetime) -> tuple[dict[str,
     info = {"leader": holder if current else None, "lastRenewalSecondsAgo": round(age, 1) if age is not None else None,
             "transitions": spec.get("leaseTransitions"), "url": annotations.get(LEADER_URL),
             "synced": state.get("synced") if current else None, "caughtUp": state.get("caughtUp") if current else None}
-    problem = None if current else ("the extender Lease has no current holder: no replica is deciding "
-                                    "(scheduling of pods qosgate accounts for is paused)")
+    problem = None if current else _Problem("the extender Lease has no current holder: no replica is deciding "
+                                            "(scheduling of pods qosgate accounts for is paused)", what)
     return info, {k: int(v) for k, v in (reserved or {}).items() if isinstance(v, int)}, problem
+
+
+def _quota_configmaps(api: KubeClient, namespace: str) -> tuple[ObjectStore, list[_Problem | None]]:
+    """The quota ConfigMaps that can apply to `namespace` (every namespace when empty).
+
+    A namespace without quota ConfigMaps of its own gets the cluster default ones from the system namespace,
+    so `-n` lists those too (two namespaced LISTs: a namespace-scoped user may not list cluster-wide).
+    """
+    from qosgate.kube.store import ObjectStore
+
+    quotas = ObjectStore()
+    if not namespace:
+        return quotas, [_list_into(quotas, api, "/api/v1/configmaps", QUOTA_SELECTOR, "", "quota configmaps")]
+    found: list[dict[str, Any]] = []
+    problems = []
+    for space in dict.fromkeys((namespace, SYSTEM_NAMESPACE)):  # -n of the system namespace: one LIST
+        listed = ObjectStore()
+        what = f"quota configmaps in {space}" if space == namespace else \
+            f"cluster-default quota configmaps in {space}"
+        problems.append(_list_into(listed, api, f"/api/v1/namespaces/{space}/configmaps", QUOTA_SELECTOR, "", what))
+        found += listed.records()
+    quotas.replace(found, "")
+    return quotas, problems
+
+
+def _refuse_if_nothing_readable(api: KubeClient, problems: Sequence[_Problem | None]) -> None:
+    """Every read of the cluster forbidden (403): the sections would all be empty, which is no status at all."""
+    if problems and all(p is not None and p.forbidden for p in problems):
+        whats = ", ".join(p.what for p in problems if p is not None)
+        raise QosgateError(f"no access to anything status reads on the API server {api.server} ({whats}): "
+                           "the credentials in use need get/list on nodes, pods, leases and configmaps")
 
 
 def collect(api: KubeClient, selector: str = "", namespace: str = "",
@@ -145,24 +231,24 @@ def collect(api: KubeClient, selector: str = "", namespace: str = "",
                                    "showing the built-in catalog's rules")
     except QosgateError as exc:
         status.warnings.append(f"{exc}; showing the built-in catalog's rules")
-    pods, nodes, reports, quotas = PodStore(catalog.accounting), NodeStore(), ObjectStore(), ObjectStore()
-    for store, path, labels, fields, what in (
-            (nodes, "/api/v1/nodes", selector, "", "nodes"),
-            (pods, "/api/v1/pods", "", "status.phase!=Succeeded,status.phase!=Failed", "pods"),
-            (reports, f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases", LEASE_SELECTOR, "",
-             "node reports (leases)"),
-            (quotas, f"/api/v1/namespaces/{namespace}/configmaps" if namespace else "/api/v1/configmaps",
-             "qosgate.io/quota=true", "", "quota configmaps")):
-        problem = _list_into(store, api, path, labels, fields, what)
-        if problem:
-            status.warnings.append(problem)
+    except TransportError as exc:  # fetch_catalog words the server's answers, not their absence
+        raise _unreachable(api, exc) from None
+    pods, nodes, reports = PodStore(catalog.accounting), NodeStore(), ObjectStore()
+    problems = [_list_into(store, api, path, labels, fields, what) for store, path, labels, fields, what in (
+        (nodes, "/api/v1/nodes", selector, "", "nodes"),
+        (pods, "/api/v1/pods", "", "status.phase!=Succeeded,status.phase!=Failed", "pods"),
+        (reports, f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases", LEASE_SELECTOR, "",
+         "node reports (leases)"))]
+    quotas, quota_problems = _quota_configmaps(api, namespace)
+    problems += quota_problems
+    extender, reserved, problem = _extender(api, lease, now())
+    problems.append(problem)
+    _refuse_if_nothing_readable(api, problems)
+    status.warnings += [p.text for p in problems if p is not None]
     if nodes.records() and not reports.records():
         status.warnings.append("no node agent reports: is the qosgate agent DaemonSet installed? "
                                "(kernel-protected figures are unknown; nodes count with the catalog's policy)")
-    extender, reserved, problem = _extender(api, lease, now())
     status.extender = extender
-    if problem:
-        status.warnings.append(problem)
     state = ExtenderState(pods, nodes, settings_from(catalog, ExtenderConfig()), reports=reports, wall_clock=now)
     try:
         rows = []
@@ -176,9 +262,8 @@ def collect(api: KubeClient, selector: str = "", namespace: str = "",
     rows.sort(key=lambda s: (s.headroom if s.protectable >= 0 else -2**62, s.name))
     status.nodes = [_node_row(s) for s in rows]
     source = QuotaSource(quotas)
-    spaces = {ns for ns in pods.namespaces() if not namespace or ns == namespace}
-    spaces |= {r["metadata"].get("namespace", "") for r in quotas.records()}
-    for ns in sorted(spaces):
+    spaces = set(pods.namespaces()) | {r["metadata"].get("namespace", "") for r in quotas.records()}
+    for ns in sorted(s for s in spaces if not namespace or s == namespace):
         lookup = source.quotas_for(ns)
         usage = pods.namespace_usage(ns)
         classes = []

@@ -101,3 +101,70 @@ def test_no_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert main(["status"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def one_line_error(code: int, out: str, err: str) -> str:
+    """The command failed with exactly one line on stderr, nothing on stdout, and no bug report."""
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "internal error" not in err and "Traceback" not in err
+    return err
+
+
+def test_status_with_an_unreachable_api_server_is_a_one_line_error(fake_api: Any, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = Path(fake_api.write_kubeconfig(str(tmp_path / "kc")))
+    kubeconfig.write_text(kubeconfig.read_text().replace(fake_api.url, "https://127.0.0.1:9"))
+    err = one_line_error(*run(capsys, str(kubeconfig)))
+    assert "cannot reach the API server https://127.0.0.1:9" in err
+
+
+def test_status_for_a_namespace_shows_the_cluster_default_quota_that_applies_to_it(
+        fake_api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(fake_api)
+    fake_api.seed([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}},
+        bound(make_pod("c", GI, namespace="team-b", classes={"memory-qos": "gold"}), "roomy"),
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "default-quota", "namespace": "qosgate-system", "labels": {"qosgate.io/quota": "true"}},
+         "data": {"quota.yaml": "pod:\n- name: memory-qos\n  classes:\n  - {name: gold, capacity: 10}\n"}}])
+    kubeconfig = fake_api.write_kubeconfig(str(tmp_path / "kc"))
+    code, out, _ = run(capsys, kubeconfig, "-o", "json")
+    assert code == 0
+    everywhere = {space["namespace"]: space for space in json.loads(out)["namespaces"]}
+    assert everywhere["team-b"]["classes"][0] | {"used": 1, "capacity": 10} == everywhere["team-b"]["classes"][0]
+    code, out, _ = run(capsys, kubeconfig, "-n", "team-b", "-o", "json")
+    assert code == 0
+    assert json.loads(out)["namespaces"] == [everywhere["team-b"]]
+
+
+def test_status_with_an_invalid_label_selector_is_a_one_line_error(fake_api: Any, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    seed(fake_api)
+    err = one_line_error(*run(capsys, fake_api.write_kubeconfig(str(tmp_path / "kc")), "-l", "!!!bad"))
+    assert "'!!!bad'" in err
+
+
+@pytest.mark.parametrize("lease", ["bad", "/name", "namespace/", "a/b/c"])
+def test_status_with_a_lease_not_namespace_slash_name_is_a_usage_error(lease: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--lease", lease])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --lease: {lease!r}: expected NAMESPACE/NAME" in err
+
+
+def test_status_with_refused_credentials_is_a_one_line_error(fake_api: Any, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    seed(fake_api)
+    err = one_line_error(*run(capsys, fake_api.write_kubeconfig(str(tmp_path / "kc"), token="unknown")))
+    assert f"the API server {fake_api.url} refused the credentials" in err
+
+
+def test_status_fails_when_every_read_is_forbidden(fake_api: Any, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    seed(fake_api)
+    fake_api.add_user("nobody", "nobody")
+    fake_api.authorizer = lambda user, record: user.username != "nobody"
+    err = one_line_error(*run(capsys, fake_api.write_kubeconfig(str(tmp_path / "kc"), token="nobody")))
+    assert f"no access to anything status reads on the API server {fake_api.url} (nodes, pods," in err

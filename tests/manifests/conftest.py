@@ -30,6 +30,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real_cluster: runs real etcd/kube-apiserver/kube-scheduler processes")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test that runs an upstream binary (kube-scheduler's config check, promtool) needs the build of
+    # tests/realcluster/build (about 15 minutes the first time): it belongs to the real-cluster layer, so the
+    # fast layer (`-m "not real_cluster and not kernel_vm"`) never starts that build.
+    for item in items:
+        if "control_plane_bin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_cluster)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _kustomize() -> None:
     """Every test here looks at kustomize's output: without kustomize, skip (or fail where CI requires it)."""
