@@ -317,11 +317,19 @@ class CatalogMemo(Generic[T]):
     never answered from memory. Thread-safe (the webhook decides on the loop and in worker threads).
 
     Admission sees the same few pod shapes (the replicas of each workload) over and over: remembering turns
-    their decision into one dictionary lookup."""
+    their decision into one dictionary lookup. Bounded in entries and in bytes: a remembered answer grows with
+    its pod, and a tenant sending many distinct big pods must not grow the process. The key's length stands
+    for the entry's size (both grow with the containers; the entry measured ~17× its key for 300-container
+    pods, so 1 MiB of keys holds at most ~20 MB); a key above `max_bytes // 256` (a pod of some 80 containers)
+    is never remembered: such pods are rare, and deciding them afresh is what the offloading path is for.
+    Ordinary pods' keys are a few hundred bytes, so the 2048 entries fit the byte budget."""
 
-    def __init__(self, size: int = 2048) -> None:
+    def __init__(self, size: int = 2048, max_bytes: int = 2**20) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_bytes // 256
         self._entries: OrderedDict[bytes, tuple[Catalog, T]] = OrderedDict()
+        self._bytes = 0  # Σ key length of the entries
         self._lock = threading.Lock()
 
     def get(self, key: bytes, catalog: Catalog) -> T | None:
@@ -333,16 +341,26 @@ class CatalogMemo(Generic[T]):
             return entry[1]
 
     def put(self, key: bytes, catalog: Catalog, value: T) -> None:
+        if len(key) > self.max_entry_bytes:
+            return
         with self._lock:
             # Holding the catalog in the entry keeps the identity check sound (no id reuse while cached).
+            if key not in self._entries:
+                self._bytes += len(key)
             self._entries[key] = (catalog, value)
             self._entries.move_to_end(key)
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            while len(self._entries) > self.size or self._bytes > self.max_bytes:
+                evicted, _ = self._entries.popitem(last=False)
+                self._bytes -= len(evicted)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def key_bytes(self) -> int:
+        return self._bytes

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qosgate.core.catalog import (
     CATALOG_DATA_KEY,
@@ -376,3 +378,23 @@ def test_memo_forgets_the_least_recently_used_beyond_its_size() -> None:
     assert len(memo) == 2
     assert memo.get(b"b", DEFAULT_CATALOG) is None
     assert (memo.get(b"a", DEFAULT_CATALOG), memo.get(b"c", DEFAULT_CATALOG)) == (1, 3)
+
+
+def test_memo_never_remembers_an_entry_above_its_share_of_the_byte_budget() -> None:
+    memo: CatalogMemo[int] = CatalogMemo(max_bytes=256 * 1024)
+    memo.put(b"x" * 1025, DEFAULT_CATALOG, 1)  # above 256 KiB / 256
+    assert memo.get(b"x" * 1025, DEFAULT_CATALOG) is None and len(memo) == 0
+    memo.put(b"x" * 1024, DEFAULT_CATALOG, 2)
+    assert memo.get(b"x" * 1024, DEFAULT_CATALOG) == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=400), max_size=300))
+def test_memo_stays_within_its_entry_and_byte_bounds_whatever_is_put(keys: list[bytes]) -> None:
+    memo: CatalogMemo[int] = CatalogMemo(size=50, max_bytes=25600)
+    for index, key in enumerate(keys):
+        memo.put(key, DEFAULT_CATALOG, index)
+        assert len(memo) <= 50 and memo.key_bytes <= 25600
+        assert memo.key_bytes == sum(len(k) for k in memo._entries)  # the running total never drifts
+    if keys and len(keys[-1]) <= 100:
+        assert memo.get(keys[-1], DEFAULT_CATALOG) is not None  # the newest entry is always remembered
