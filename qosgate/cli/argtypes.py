@@ -17,6 +17,17 @@ def positive_seconds(value: str) -> float:
     return number
 
 
+def seconds(value: str) -> float:
+    """A finite number of seconds, zero allowed (a delay that may be skipped); not "nan", not "inf"."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a number of seconds, 0 or more")
+    return number
+
+
 def port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")

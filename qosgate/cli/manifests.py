@@ -16,13 +16,17 @@ class ManifestError(QosgateError):
 
 
 def read_text(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """The file (or stdin for "-") as text; YAML and JSON manifests are UTF-8, anything else is refused."""
     try:
+        if path == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{'<stdin>' if path == '-' else path}: not UTF-8 text (byte {exc.start}): "
+                            "manifests are YAML or JSON") from None
 
 
 def load_documents(path: str) -> list[tuple[int, Any]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qosgate.cli.argtypes import port, positive_seconds
+from qosgate.cli.argtypes import port, positive_seconds, seconds
 from qosgate.core.annotations import CATALOG_CONFIGMAP, SYSTEM_NAMESPACE
 from qosgate.core.errors import QosgateError
 from qosgate.core.nodefit import STRATEGIES
@@ -123,9 +123,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                        help=f"open client connections per process (default {_DEFAULT_LIMITS.max_connections})")
     serve.add_argument("--keepalive-timeout", type=positive_seconds, default=_DEFAULT_LIMITS.keepalive_timeout,
                        help="seconds an idle keep-alive connection stays open (default 120, above Go's 90)")
-    serve.add_argument("--shutdown-delay", type=float, default=5.0,
+    serve.add_argument("--shutdown-delay", type=seconds, default=5.0,
                        help="seconds between failing readiness and closing listeners on SIGTERM (default 5)")
-    serve.add_argument("--graceful-timeout", type=float, default=20.0,
+    serve.add_argument("--graceful-timeout", type=positive_seconds, default=20.0,
                        help="seconds to drain in-flight requests before forcing shutdown (default 20)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--log-format", default="json", choices=("json", "text"))

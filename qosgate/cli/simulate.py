@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 
+from qosgate.cli.argtypes import seconds
 from qosgate.core.errors import InvalidError
 from qosgate.core.quantity import parse_quantity
 from qosgate.core.types import ClassKey
@@ -71,7 +72,7 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction[argparse.Argument
                      help="QoS classes to hand out, e.g. memory-qos=gold,memory-qos=silver")
     sim.add_argument("--class-fraction", type=_fraction, default=0.0)
     sim.add_argument("--bind-workers", type=int, default=16)
-    sim.add_argument("--bind-delay", type=float, default=0.0, help="max random delay before each bind (s)")
+    sim.add_argument("--bind-delay", type=seconds, default=0.0, help="max random delay before each bind (s)")
     sim.add_argument("--bind-timeout-rate", type=_fraction, default=0.0)
     sim.add_argument("--bind-duplicate-rate", type=_fraction, default=0.0)
     sim.add_argument("--nodes-per-filter", type=int, default=0)

@@ -59,6 +59,8 @@ def load_catalog_file(path: str) -> Catalog:
             text = handle.read()
     except OSError as exc:
         raise InvalidError.single(path, f"cannot read catalog: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidError.single(path, f"catalog is not UTF-8 text (byte {exc.start}): expected YAML") from None
     return load_catalog_yaml(text, path)
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qosgate.cli.argtypes import port, positive_seconds
+from qosgate.cli.argtypes import port, positive_seconds, seconds
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "", "ten", "1e999"])
@@ -31,3 +31,22 @@ def test_ports_outside_0_to_65535_or_not_decimal_are_refused(value: str) -> None
 @pytest.mark.parametrize("value, expected", [("0", 0), ("8443", 8443), ("65535", 65535)])
 def test_ports_are_read_as_decimal(value: str, expected: int) -> None:
     assert port(value) == expected
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "", "ten", "1e999"])
+def test_delays_that_no_clock_can_wait_are_refused(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="number"):
+        seconds(value)
+
+
+def test_a_zero_delay_is_taken() -> None:
+    assert seconds("0") == 0.0
+
+
+def test_serve_refuses_a_nan_shutdown_delay_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from qosgate.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "webhook", "--local", "--shutdown-delay", "nan"])
+    assert exit_.value.code == 2
+    assert "--shutdown-delay: 'nan' must be a number of seconds" in capsys.readouterr().err

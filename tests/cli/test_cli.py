@@ -145,6 +145,23 @@ def test_explain_unknown_class_names_allowed_classes(tmp_path, capsys):
     assert "platinum" in error and "allowed: gold, silver, bronze" in error
 
 
+@pytest.mark.parametrize("command", ["explain", "render"])
+def test_a_manifest_that_is_not_utf8_is_a_one_line_error(command, tmp_path, capsys):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe kind: Pod")
+    assert main([command, str(binary)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == f"qosgate {command}: {binary}: not UTF-8 text (byte 0): manifests are YAML or JSON"
+
+
+def test_a_catalog_file_that_is_not_utf8_is_a_one_line_error(manifest, tmp_path, capsys):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_bytes(b"protectablePercent: 90\n\xff")
+    assert main(["explain", str(manifest), "--catalog", str(catalog)]) == 1
+    assert capsys.readouterr().err.strip() == (f"qosgate explain: {catalog}: catalog is not UTF-8 text (byte 23): "
+                                               "expected YAML")
+
+
 def test_explain_with_invalid_catalog_file_names_the_field(manifest, tmp_path, capsys):
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text("resources: [{name: memory-qos, classes: [{name: gold, memoryMinPercent: 101}]}]\n")
