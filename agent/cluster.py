@@ -182,8 +182,8 @@ def list_pods_once(api: KubeClient, node: str) -> PodViewStore:
 
 
 class LeasePublisher:
-    """Writes the node report Lease when it changed materially or the heartbeat is due (issue 11: 5,000
-    nodes must not flood the API). leaseDurationSeconds = 3 × the report interval: the staleness bound."""
+    """Writes the node report Lease when it changed materially or the heartbeat is due (5,000 nodes
+    writing every pass would flood the API). leaseDurationSeconds = 3 × the report interval: the staleness bound."""
 
     def __init__(self, api: KubeClient, node: str, report_interval: float = 30.0, namespace: str = LEASE_NAMESPACE,
                  clock: Callable[[], float] = time.monotonic,

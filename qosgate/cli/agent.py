@@ -19,28 +19,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qosgate.cli.argtypes import port, positive_seconds
+from qosgate.cli.argtypes import port, positive_seconds, quantity
 from qosgate.core.errors import InvalidError, QosgateError
 from qosgate.core.nodeoffer import parse_node_offer
 from qosgate.core.nodereport import encode
-from qosgate.core.quantity import parse_quantity
 from qosgate.kube.catalog import CatalogSource
 
 if TYPE_CHECKING:
     from qosgate.kube.transport import KubeClient
 
 POLICY_CHOICES = ("observed", "none", "legacy", "tiered")
-
-
-def _quantity(value: str) -> int:
-    try:
-        return parse_quantity(value, "")
-    except InvalidError as exc:
-        raise argparse.ArgumentTypeError(str(exc).lstrip(": ")) from None
-
-
-
-
 
 
 def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -64,10 +52,10 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     agent.add_argument("--host", default="0.0.0.0", help="listen address of the health port")
     agent.add_argument("--state-file", default="/var/lib/qosgate-agent/state.json",
                        help="where the agent remembers the values it raised (hostPath; '' keeps them in memory)")
-    agent.add_argument("--protectable-bytes", type=_quantity, default=None, metavar="QUANTITY",
+    agent.add_argument("--protectable-bytes", type=quantity, default=None, metavar="QUANTITY",
                        help="override the configured budget (default: node annotation qosgate.io/protectable-memory,"
                             " else catalog protectablePercent x allocatable)")
-    agent.add_argument("--reserve", type=_quantity, default=256 * 2**20, metavar="QUANTITY",
+    agent.add_argument("--reserve", type=quantity, default=256 * 2**20, metavar="QUANTITY",
                        help="memory never promised: budget <= total - outside-kubepods memory.min - reserve "
                             "(default 256Mi)")
     agent.add_argument("--kubelet-policy", choices=POLICY_CHOICES, default="observed",

@@ -7,21 +7,12 @@ import contextlib
 import json
 import sys
 
-from qosgate.cli.argtypes import seconds
-from qosgate.core.errors import InvalidError
-from qosgate.core.quantity import parse_quantity
-from qosgate.core.types import ClassKey
+from qosgate.cli.argtypes import quantity, seconds
+from qosgate.core.types import ACCOUNTING_MODES, ClassKey
 from qosgate.simulate.client import ExtenderClient, ExtenderUnavailable
 from qosgate.simulate.driver import Simulator
 from qosgate.simulate.inprocess import in_process_extender
 from qosgate.simulate.model import MI, SIM_SCHEDULER, SimulationConfig
-
-
-def _quantity(text: str) -> int:
-    try:
-        return parse_quantity(text, "quantity")
-    except InvalidError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fraction(text: str) -> float:
@@ -65,8 +56,8 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     sim.add_argument("--pods", type=int, default=200, help="pods to create (default 200; 0 = existing only)")
     sim.add_argument("--namespace", default="qosgate-sim")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--min-memory-min", type=_quantity, default=256 * MI, metavar="QUANTITY")
-    sim.add_argument("--max-memory-min", type=_quantity, default=8 * 1024 * MI, metavar="QUANTITY")
+    sim.add_argument("--min-memory-min", type=quantity, default=256 * MI, metavar="QUANTITY")
+    sim.add_argument("--max-memory-min", type=quantity, default=8 * 1024 * MI, metavar="QUANTITY")
     sim.add_argument("--zero-fraction", type=_fraction, default=0.1, help="pods without memory.min")
     sim.add_argument("--classes", type=_classes, default=(), metavar="RES=CLASS,...",
                      help="QoS classes to hand out, e.g. memory-qos=gold,memory-qos=silver")
@@ -80,7 +71,7 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     sim.add_argument("--scheduler-name", default=SIM_SCHEDULER)
     sim.add_argument("--keep-pods", action="store_true")
     sim.add_argument("--protectable-percent", type=int, default=90, help="must match the extender's catalog")
-    sim.add_argument("--accounting", choices=("annotated", "kubelet"), default="annotated")
+    sim.add_argument("--accounting", choices=ACCOUNTING_MODES, default="annotated")
     sim.add_argument("--strategy", choices=("spread", "binpack"), default="spread", help="in-process extender")
     sim.add_argument("--bind-failure-rate", type=_fraction, default=0.0, help="in-process extender: injected "
                                                                              "binding failures")

@@ -1,8 +1,8 @@
 """One agent pass over the kubepods tree, decided purely: which memory.min values to write so that every
-ancestor covers its children (the node agent's reconcile; architecture: "node agent", see agent/README.md).
+ancestor covers its children (the node agent's reconcile; architecture §4.3, agent/README.md).
 
 Rules, from the kernel ("Effective min boundary is limited by memory.min values of ancestor cgroups",
-cgroup-v2.rst) and issue 11:
+cgroup-v2.rst; architecture §7.3) and what the agent promises (§4.3):
 
 - Only the managed levels are written: the kubepods root, the QoS slices and the pod cgroups. A container's
   own memory.min (the NRI plugin's, the kubelet's) is read, never written.

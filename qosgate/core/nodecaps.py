@@ -1,14 +1,14 @@
 """What a node can enforce, read from text the agent collects (pure: strings in, facts out).
 
 - cgroup v2 and its options, from /proc/self/mountinfo (`memory_recursiveprot` is a cgroup2 mount option,
-  kernel ≥ 5.7; systemd mounts with it when supported — research §4);
+  kernel ≥ 5.7; systemd mounts with it when supported — architecture §7.3);
 - the memory controller, from the root's cgroup.controllers;
 - total memory, from /proc/meminfo;
 - the NRI memory-qos plugin's configuration (containers/nri-plugins cmd/plugins/memory-qos: keys matched
   case-insensitively to the Go fields `UnifiedAnnotations []string`, `Classes []{Name, SwapLimitRatio}` —
-  research §2) and, from it and the catalog, which qosgate classes the node can enforce (KEP-3008 node side,
+  architecture §7.5) and, from it and the catalog, which qosgate classes the node can enforce (KEP-3008 node side,
   in the syntax of qosgate.core.nodeoffer);
-- the protectable budget (issue 11 §3).
+- the protectable budget (architecture §5.1).
 
 Every parser returns a neutral value plus a problem string instead of raising: the agent must keep running.
 """

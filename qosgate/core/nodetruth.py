@@ -2,7 +2,7 @@
 
 From the kubepods tree after an agent pass, the pods the API binds to the node and the agent's own writes:
 
-- `infer_kubelet_policy`: KEP-2570's reservation policy as the tree shows it (research §1). Values the agent
+- `infer_kubelet_policy`: KEP-2570's reservation policy as the tree shows it (architecture §7.4). Values the agent
   wrote itself are not evidence. TieredReservation leaves memory.low on Burstable pod cgroups / the
   Burstable slice; the pre-1.36 gate (legacy) writes memory.min on Burstable pod cgroups and the Burstable
   slice; policy None writes neither. Guaranteed-only evidence (Guaranteed pod cgroups or the root with a

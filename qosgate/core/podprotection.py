@@ -1,6 +1,6 @@
 """The memory.min a pod will actually carry on a node, by the node's kubelet policy and qosgate's backend.
 
-KEP-2570 Memory QoS (research §1):
+KEP-2570 Memory QoS (architecture §7.4):
 - `tiered` (memoryReservationPolicy TieredReservation, 1.36+): Guaranteed pods get memory.min = requests on
   their pod cgroup (and kubepods.slice = Σ G+B requests); Burstable pods get memory.low only; BestEffort nothing.
 - `legacy` (the MemoryQoS gate before 1.36): every container with a memory request gets memory.min = request,

@@ -34,16 +34,6 @@ def format_microtime(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(MICROTIME_FORMAT)
 
 
-def parse_microtime(value: object) -> datetime | None:
-    """Read MicroTime (or plain RFC 3339 Time); None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def lease_path(namespace: str, name: str = "") -> str:
     base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
     return f"{base}/{name}" if name else base

@@ -369,7 +369,7 @@ class Simulator:
     def _final_checks(self) -> None:
         cfg = self.config
         nodes = {n["metadata"]["name"]: node_record_from_raw(n) for n in self._list("/api/v1/nodes")}
-        pods = [pod_record_from_raw(p, cfg.accounting) for p in self._list("/api/v1/pods")]  # type: ignore[arg-type]
+        pods = [pod_record_from_raw(p, cfg.accounting) for p in self._list("/api/v1/pods")]
         used: dict[str, int] = {}
         classes: dict[str, Counter[ClassKey]] = {}
         for pod in pods:

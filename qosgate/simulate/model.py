@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qosgate.core.quantity import format_bytes
-from qosgate.core.types import ClassKey
+from qosgate.core.types import Accounting, ClassKey
 
 MI = 2**20
 MANAGED_BY = "qosgate-simulate"
@@ -36,7 +36,7 @@ class SimulationConfig:
     max_bind_attempts: int = 20  # binds refused this often mean the extender and the API disagree: give up
     retry_delay: float = 0.05  # pause after an extender error, so a restarting extender is not hammered
     create_workers: int = 8
-    accounting: str = "annotated"  # for the final checks; must match the extender's
+    accounting: Accounting = "annotated"  # for the final checks; must match the extender's
     protectable_percent: int = 90
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qosgate.cli.argtypes import port, positive_seconds, seconds
+from qosgate.cli.argtypes import port, positive_seconds, quantity, seconds
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "", "ten", "1e999"])
@@ -50,3 +50,13 @@ def test_serve_refuses_a_nan_shutdown_delay_as_a_usage_error(capsys: pytest.Capt
         main(["serve", "webhook", "--local", "--shutdown-delay", "nan"])
     assert exit_.value.code == 2
     assert "--shutdown-delay: 'nan' must be a number of seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, expected", [("1Gi", 2**30), ("129e6", 129_000_000), ("0", 0)])
+def test_quantities_are_read_in_bytes(value: str, expected: int) -> None:
+    assert quantity(value) == expected
+
+
+def test_a_bad_quantity_names_the_accepted_forms() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'12x' is not a valid quantity \(e\.g\. "):
+        quantity("12x")

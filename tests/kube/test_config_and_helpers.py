@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from qosgate.core.nodereport import parse_time
 from qosgate.kube import config as kube_config
 from qosgate.kube.config import KubeConfigError, load_api_client
 from qosgate.kube.informer import Backoff
-from qosgate.kube.leader import LeaderElector, format_microtime, parse_microtime
+from qosgate.kube.leader import LeaderElector, format_microtime
 from qosgate.kube.rest import status_error
 
 KUBECONFIG = """
@@ -100,13 +101,13 @@ def test_in_cluster(no_ambient_config: Path, monkeypatch: pytest.MonkeyPatch, ce
         load_api_client(context="one")
 
 
-def test_microtime_round_trip() -> None:
+def test_the_lease_times_written_are_read_back_exactly_by_the_lease_readers() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     text = format_microtime(moment)
-    assert text == "2026-01-02T03:04:05.678901Z"
-    assert parse_microtime(text) == moment
-    assert parse_microtime("2026-01-02T03:04:05Z") == moment.replace(microsecond=0)
-    assert parse_microtime("garbage") is None and parse_microtime(None) is None
+    assert text == "2026-01-02T03:04:05.678901Z"  # metav1.MicroTime
+    assert parse_time(text) == moment  # what the extender and `qosgate status` read renewTime with
+    assert parse_time("2026-01-02T03:04:05Z") == moment.replace(microsecond=0)
+    assert parse_time("garbage") is None and parse_time(None) is None
 
 
 def test_elector_rejects_unsafe_timings() -> None:
