@@ -102,3 +102,69 @@ def test_init_containers_of_the_wrong_type_are_refused_clearly(value: Any, caplo
     assert "internal error" not in decoded["Error"]
     assert response.status == 400 or decoded["NodeNames"] == [] or decoded["FailedAndUnresolvableNodes"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def huge_nodes_body(nodes: int = 60_000) -> bytes:
+    """The `Nodes` form with tens of thousands of Node objects (~20 MB): what a caller can send under the
+    128 MiB limit, decoded and decided in the worker pool."""
+    doc = args("nodes")
+    doc["Nodes"]["items"] = [{"metadata": {"name": f"n{i:06d}", "labels": {"zone": f"z{i % 7}"},
+                                           "annotations": {"note": "x" * 200}},
+                              "status": {"allocatable": {"memory": "8Gi", "cpu": "4"}}} for i in range(nodes)]
+    return orjson.dumps(doc)
+
+
+def test_a_huge_nodes_body_without_a_client_certificate_is_refused_before_it_is_read(
+        extender_cert_dir) -> None:
+    """The 128 MiB limit is for kube-scheduler: a caller without a client certificate is answered 401 from its
+    headers, and the connection closed, before any of the body it announced is read or buffered."""
+    import socket
+    import ssl
+    import time
+
+    from tests.extender.conftest import EXTENDER_HOSTNAME
+    from tests.support.serving import serve_routes
+
+    pods, nodes = PodStore(), NodeStore()
+    pods.replace([], "1")
+    nodes.replace([make_node("a", protectable="10Gi")], "1")
+    routes = extender_routes(ExtenderState(pods, nodes, ExtenderSettings()), MemoryAPI(pods), lambda: True,
+                             client_certificate_required=True)
+    context = ssl.create_default_context(cafile=str(extender_cert_dir / "ca.crt"))
+    with serve_routes(routes, extender_cert_dir, client_ca_file=extender_cert_dir / "ca.crt") as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=EXTENDER_HOSTNAME) as tls:
+        started = time.monotonic()
+        tls.sendall(b"POST /filter HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                    b"content-length: 120000000\r\n\r\n" + b"{" + b" " * 65536)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"client certificate" in answer
+    assert waited < 5  # not the body deadline: it never waited for the other 119.9 MB
+
+
+def test_a_huge_nodes_body_from_the_scheduler_is_decided_node_by_node(extender_cert_dir) -> None:
+    """The Nodes form at its realistic worst (60,000 Node objects, ~20 MB): decided in the worker pool and
+    answered with every fitting node echoed back."""
+    from tests.extender.conftest import EXTENDER_HOSTNAME
+    from tests.support.serving import serve_routes
+    from tests.support.tls import https_client
+
+    pods, nodes = PodStore(), NodeStore()
+    pods.replace([], "1")
+    nodes.replace([], "1")
+    routes = extender_routes(ExtenderState(pods, nodes, ExtenderSettings()), MemoryAPI(pods), lambda: True,
+                             client_certificate_required=True)
+    body = huge_nodes_body()
+    assert len(body) > 16 * 2**20
+    with serve_routes(routes, extender_cert_dir, client_ca_file=extender_cert_dir / "ca.crt") as port, \
+            https_client(extender_cert_dir, port, server_hostname=EXTENDER_HOSTNAME, client_cert=True,
+                         timeout=120) as client:
+        answer = client.post("/filter", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 200
+    decided = answer.json()
+    assert decided["Error"] == "" and decided["FailedNodes"] == {}
+    assert len(decided["Nodes"]["items"]) == 60_000  # judged from the scheduler's own copies of the nodes
