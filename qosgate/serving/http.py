@@ -188,6 +188,12 @@ def too_large(route: Route) -> Response:
     return route.refuse(413, f"request body larger than {route.max_body} bytes for {route.path}")
 
 
+# The process holds as many arriving request bytes as it may (Limits.max_receiving_bytes): slow senders are
+# holding them. Retryable: the apiserver and kube-scheduler retry, and the bytes free up as bodies complete.
+RECEIVING_FULL = Response(503, orjson.dumps({"message": "the server is receiving too many request bodies at "
+                                                        "once; retry the request"}), headers=(("retry-after", "1"),))
+
+
 async def _run_here(work: Callable[[], Response]) -> Response:
     return work()
 

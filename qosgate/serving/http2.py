@@ -35,7 +35,17 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 
-from qosgate.serving.http import Blocking, Request, Response, Route, Router, internal_error, invoke, too_large
+from qosgate.serving.http import (
+    RECEIVING_FULL,
+    Blocking,
+    Request,
+    Response,
+    Route,
+    Router,
+    internal_error,
+    invoke,
+    too_large,
+)
 
 if TYPE_CHECKING:  # the connection that owns the session (no import cycle at run time)
     from qosgate.serving.server import _Connection
@@ -169,6 +179,9 @@ class H2Session:
             self._answer_early(stream_id, Response.error(503, "too much request data in flight on this "
                                                               "connection; retry the request"), label)
             return
+        if not self.connection.server.take_receiving(len(data)):  # the process-wide budget, shared with 1.1
+            self._answer_early(stream_id, RECEIVING_FULL, label)
+            return
         stream.chunks.append(data)
         self.buffered += len(data)
 
@@ -290,7 +303,10 @@ class H2Session:
 
     # --- stream and connection lifetime -------------------------------------------------------------------------
     def _release(self, stream: _Stream) -> None:
-        self.buffered -= sum(len(chunk) for chunk in stream.chunks)
+        held = sum(len(chunk) for chunk in stream.chunks)
+        self.buffered -= held
+        if held:
+            self.connection.server.give_back_receiving(held)
         stream.chunks = []
 
     def _forget(self, stream_id: int) -> None:
@@ -389,9 +405,10 @@ class H2Session:
             connection.transport.close()
 
     def lost(self) -> None:
-        """The transport is gone: stop every timer."""
+        """The transport is gone: stop every timer, give back the bytes of bodies that will never complete."""
         self._disarm_idle()
         for stream in self.streams.values():
             if stream.timer is not None:
                 stream.timer.cancel()
+            self._release(stream)
 

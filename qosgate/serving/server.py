@@ -43,6 +43,7 @@ import httptools
 
 from qosgate.serving.http import (
     DEFAULT_MAX_BODY,
+    RECEIVING_FULL,
     Blocking,
     Request,
     Response,
@@ -79,6 +80,10 @@ class Limits:
     max_header_bytes: int = 32 * 1024
     worker_threads: int = 64  # blocking work is mostly waiting (API round trips, group-commit lanes)
     max_offloaded: int = 512  # requests queued for or running in the worker pool
+    # Bytes of request bodies still arriving, over every connection of the process: per-request limits times
+    # max_connections (2048 × 4 MiB on the webhook) would let slow senders hold gigabytes. Two of the largest
+    # bodies any route takes (the extender's 128 MiB Nodes form) fit; beyond, a retryable 503.
+    max_receiving_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("handshake_timeout", "first_request_timeout", "header_timeout", "body_timeout",
@@ -87,6 +92,8 @@ class Limits:
                 raise ValueError(f"{name} must be positive")
         if self.max_connections < 1 or self.worker_threads < 1 or self.max_offloaded < 1:
             raise ValueError("max_connections, worker_threads and max_offloaded must be at least 1")
+        if self.max_receiving_bytes < 1:
+            raise ValueError("max_receiving_bytes must be at least 1")
 
 
 class TLSSource(Protocol):
@@ -153,9 +160,11 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.queue: deque[tuple[Route | Response, Request | None, bool]] = deque()
         self.h2: H2Session | None = None  # set when the client chose HTTP/2 through ALPN
+        self.receiving = 0  # body bytes of the request being received, counted in the server's budget
         self._reset_message()
 
     def _reset_message(self) -> None:
+        self._give_back_receiving()
         self.url = b""
         self.headers: dict[str, str] = {}
         self.header_bytes = 0
@@ -184,6 +193,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._disarm()
+        self._give_back_receiving()
         if self.h2 is not None:
             self.h2.lost()
         self.server.forget(self)
@@ -272,7 +282,16 @@ class _Connection(asyncio.Protocol):
             self.rejected = too_large(route) if isinstance(route, Route) else Response.error(
                 413, f"request body larger than {self.limit} bytes")
             raise _Stop
+        if not self.server.take_receiving(len(chunk)):
+            self.rejected = RECEIVING_FULL
+            raise _Stop
+        self.receiving += len(chunk)
         self.body.append(chunk)
+
+    def _give_back_receiving(self) -> None:
+        if self.receiving:
+            self.server.give_back_receiving(self.receiving)
+            self.receiving = 0
 
     def on_message_complete(self) -> None:
         self.in_message = False
@@ -369,6 +388,8 @@ class _Connection(asyncio.Protocol):
         """Answer a request we will not read to its end, then close: its remaining bytes are unknown."""
         self.in_message = False
         self._disarm()
+        self._give_back_receiving()  # now, not when the transport has finished closing
+        self.body = []
         self.queue.clear()
         if not self.busy:
             self._write(response, False, self.route.label if isinstance(self.route, Route) else "")
@@ -484,9 +505,20 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
         self._refused_logged = 0.0
+        self.receiving = 0  # body bytes still arriving, over every connection (Limits.max_receiving_bytes)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.started = False
         self.draining = False
+
+    # --- the process-wide budget of request bytes still arriving (event loop thread only) ------------------
+    def take_receiving(self, size: int) -> bool:
+        if self.receiving + size > self.limits.max_receiving_bytes:
+            return False
+        self.receiving += size
+        return True
+
+    def give_back_receiving(self, size: int) -> None:
+        self.receiving -= size
 
     # --- set-up -----------------------------------------------------------------------------------------
     def bind(self) -> dict[str, int]:
