@@ -527,8 +527,10 @@ def test_watch_replays_after_a_revision_then_streams_live(server: Server) -> Non
         time.sleep(0.5)
         server.raw.delete(server.path("configmaps", "w"))
 
-    threading.Thread(target=later).start()
+    writer = threading.Thread(target=later)
+    writer.start()
     events = watch_events(server, {"resourceVersion": rv}, lambda ev: ev[-1]["type"] == "DELETED")
+    writer.join()  # its request is answered before the test (and its server) ends
     assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]
     assert events[0]["object"]["kind"] == "ConfigMap" and events[0]["object"]["data"] == {"a": "1"}
 
@@ -561,8 +563,10 @@ def test_label_selector_transitions_are_added_and_deleted(server: Server) -> Non
         server.raw.patch(server.path("configmaps", "sel"), json={"metadata": {"labels": {"on": "yes"}}}, headers=MERGE)
         server.raw.patch(server.path("configmaps", "sel"), json={"metadata": {"labels": {"on": None}}}, headers=MERGE)
 
-    threading.Thread(target=later).start()
+    writer = threading.Thread(target=later)
+    writer.start()
     events = watch_events(server, {"resourceVersion": rv, "labelSelector": "on=yes"}, lambda ev: len(ev) == 2)
+    writer.join()  # its request is answered before the test (and its server) ends
     assert [e["type"] for e in events] == ["ADDED", "DELETED"]
 
 
